@@ -1,0 +1,199 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+
+Layout inside a run directory::
+
+    checkpoints/<tag>/model.safetensors      weights (tied tensors stored once)
+    checkpoints/<tag>/training.safetensors   optimizer moments, RNG states, carried hidden state
+    checkpoints/<tag>/state.json             config, position, optimizer hyperparameters, history
+    checkpoints/<tag>/vocab.json
+    checkpoints/latest.json, best.json       pointers {"tag": ...}, replaced with os.replace
+
+A checkpoint directory is complete before a pointer names it, and a pointer is
+swapped atomically, so an interrupted write never leaves a half-written
+checkpoint in use. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, save_model
+
+from dualsparse.data.corpus import Vocabulary
+from dualsparse.errors import DualsparseError
+
+FORMAT = "dualsparse-checkpoint"
+VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Split an optimizer state_dict into tensors (for safetensors) and JSON-able groups."""
+    tensors = {}
+    for index, entry in opt_state["state"].items():
+        for key, value in entry.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+              for g in opt_state["param_groups"]]
+    return tensors, groups
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    vocab: Vocabulary,
+    state: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    *,
+    pointers: tuple[str, ...] = ("latest",),
+) -> Path:
+    """Write a complete checkpoint directory, then point ``pointers`` at it."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+    try:
+        meta = {"format": FORMAT, "version": str(VERSION)}
+        save_model(model, str(tmp / "model.safetensors"), metadata=meta)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
+        save_file(tensors, str(tmp / "training.safetensors"), metadata=meta)
+        full_state = {"format": FORMAT, "version": VERSION, **state}
+        (tmp / "state.json").write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+        vocab.save(tmp / "vocab.json")
+        tag = _next_tag(root, state)
+        os.replace(tmp, root / tag)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for pointer in pointers:
+        atomic_write_text(root / f"{pointer}.json", json.dumps({"tag": tag}))
+    _collect_garbage(root)
+    return root / tag
+
+
+def _next_tag(root: Path, state: dict[str, Any]) -> str:
+    base = f"epoch{state.get('epoch', 0):04d}-step{state.get('global_step', 0):08d}"
+    tag, n = base, 1
+    while (root / tag).exists():
+        tag, n = f"{base}-{n}", n + 1
+    return tag
+
+
+def _collect_garbage(root: Path) -> None:
+    keep = {read_pointer(root.parent, p) for p in ("latest", "best")}
+    for child in root.iterdir():
+        if child.is_dir() and child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def read_pointer(run_dir: Path, pointer: str) -> str | None:
+    path = Path(run_dir) / "checkpoints" / f"{pointer}.json"
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["tag"])
+    except (ValueError, KeyError, TypeError):
+        raise DualsparseError(
+            f"{path} is corrupted; delete it to fall back to another checkpoint"
+        ) from None
+
+
+def checkpoint_dir(run_dir: str | Path, which: str = "latest") -> Path:
+    """The directory of the ``latest`` or ``best`` checkpoint of a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DualsparseError(f"run directory {run_dir} does not exist; give the --out of a train run")
+    tag = read_pointer(run_dir, which) or (read_pointer(run_dir, "latest") if which == "best" else None)
+    if tag is None:
+        raise DualsparseError(
+            f"{run_dir} has no checkpoint; train into it first (dualsparse train ... --out {run_dir})"
+        )
+    path = run_dir / "checkpoints" / tag
+    if not path.is_dir():
+        raise DualsparseError(f"checkpoint {path} is missing; the run directory is damaged")
+    return path
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    path = Path(ckpt) / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DualsparseError(f"{path} is missing; the checkpoint is incomplete") from None
+    except (ValueError, UnicodeDecodeError):
+        raise DualsparseError(f"{path} is not valid JSON; the checkpoint is corrupted") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DualsparseError(f"{path} is not a dualsparse checkpoint state file")
+    if state.get("version") != VERSION:
+        raise DualsparseError(
+            f"{path} has format version {state.get('version')}; this dualsparse reads {VERSION}"
+        )
+    return state
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning any damage into a one-line error."""
+    if not Path(path).is_file():
+        raise DualsparseError(f"{path} is missing; the checkpoint is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DualsparseError(
+            f"{path} is truncated or corrupted ({reason}); restore it or retrain"
+        ) from None
+
+
+def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load weights into ``model``, checking names and shapes before touching it."""
+    tensors = read_tensors(path)
+    expected = model.state_dict()
+    # save_model drops one name of each tied pair; either name may be the survivor
+    tied = {n for n, p in expected.items() if p.data_ptr() in
+            {q.data_ptr() for m, q in expected.items() if m != n}}
+    missing = [n for n in expected if n not in tensors and n not in tied]
+    unexpected = [n for n in tensors if n not in expected]
+    wrong = [f"{n} {tuple(tensors[n].shape)} vs {tuple(expected[n].shape)}"
+             for n in tensors if n in expected and tensors[n].shape != expected[n].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(filter(None, [
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"shape mismatch {wrong[:3]}" if wrong else "",
+        ]))
+        raise DualsparseError(
+            f"{path} holds a different architecture than the config describes ({detail}); "
+            "use the config and vocabulary saved with that checkpoint"
+        )
+    with torch.no_grad():
+        for name, value in tensors.items():
+            expected[name].copy_(value)

@@ -1,0 +1,278 @@
+"""The training recipe: config + corpus → run directory with metrics and checkpoints.
+
+One epoch walks the batchified train split in AWD-LSTM windows (variable
+length, learning rate scaled by window / bptt), carrying the hidden state.
+After each epoch the model is validated, a checkpoint is written (atomically),
+and early stopping is checked. Ctrl-C, SIGTERM and the time budget stop the run
+between two windows with a checkpoint of the exact position, so ``resume``
+loses nothing; resuming at an epoch boundary reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dualsparse.config import RunConfig, config_to_json
+from dualsparse.data.batching import batchify, bptt_windows, get_batch, lr_scale
+from dualsparse.data.corpus import Corpus
+from dualsparse.errors import DualsparseError
+from dualsparse.evaluation import evaluate
+from dualsparse.models.lm import LanguageModel, detach_state
+from dualsparse.training import checkpoint as ckpt
+from dualsparse.training.optim import lr_at, make_optimizer, set_lr
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    epochs_done: int
+    stopped: str  # "completed" | "early-stopping" | "time-budget" | "interrupted"
+    best_valid_loss: float
+    best_valid_ppl: float
+    last_valid_ppl: float | None
+    elapsed_seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DualsparseError("--device cuda was asked for but no CUDA GPU is visible; use cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def _stop_on_signals(flag: dict):
+    """SIGTERM/SIGINT set a flag; the loop checkpoints and stops between windows."""
+    def handler(signum, _frame):
+        flag["signal"] = signal.Signals(signum).name
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not in the main thread: signals cannot be caught here
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, corpus: Corpus, run_dir: Path, *, progress: bool = True):
+        self.cfg, self.corpus, self.run_dir = cfg, corpus, Path(run_dir)
+        self.progress = progress
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        torch.manual_seed(t.seed)
+        self.model = LanguageModel(cfg.model, len(corpus.vocab)).to(self.device)
+        self.optimizer = make_optimizer(self.model, t)
+        self.batch_rng = torch.Generator().manual_seed(t.seed)
+        self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
+        self.state: dict[str, Any] = {
+            "epoch": 0, "window": 0, "global_step": 0, "best_valid_loss": None,
+            "bad_epochs": 0, "elapsed_seconds": 0.0, "finished": False,
+        }
+        self.epoch_rng_state: torch.Tensor | None = None
+        self.hidden = None
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, pointers=("latest",)) -> None:
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.batches": self.batch_rng.get_state()}
+        if self.epoch_rng_state is not None:
+            tensors["rng.batches_epoch_start"] = self.epoch_rng_state
+        if self.hidden is not None:
+            for i, layer_state in enumerate(self.hidden):
+                for k, tensor in enumerate(layer_state):
+                    tensors[f"hidden.{i}.{k}"] = tensor
+        opt_tensors, groups = ckpt.flatten_optimizer(self.optimizer.state_dict())
+        tensors.update(opt_tensors)
+        state = {**self.state, "config": self.cfg.to_dict(), "optimizer_groups": groups,
+                 "vocab_size": len(self.corpus.vocab), "corpus": self.corpus.name}
+        ckpt.save_checkpoint(self.run_dir, self.model, self.corpus.vocab, state, tensors,
+                             pointers=pointers)
+
+    def restore(self) -> None:
+        path = ckpt.checkpoint_dir(self.run_dir, "latest")
+        state = ckpt.read_state(path)
+        saved_vocab = type(self.corpus.vocab).load(path / "vocab.json")
+        if saved_vocab != self.corpus.vocab:
+            raise DualsparseError(
+                f"{path} was trained with a different vocabulary than the data given now; "
+                "resume with the same --data/--dataset as the original run"
+            )
+        ckpt.load_model_weights(self.model, path / "model.safetensors")
+        tensors = ckpt.read_tensors(path / "training.safetensors")
+        try:
+            self.optimizer.load_state_dict(
+                ckpt.unflatten_optimizer(tensors, state["optimizer_groups"]))
+            torch.set_rng_state(tensors["rng.torch"])
+            self.batch_rng.set_state(tensors["rng.batches"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise DualsparseError(
+                f"{path} has an incompatible training state ({str(exc).splitlines()[0]}); "
+                "resume needs the checkpoint of this same configuration"
+            ) from None
+        self.epoch_rng_state = tensors.get("rng.batches_epoch_start")
+        n_layers = len(self.model.layers)
+        if "hidden.0.0" in tensors:
+            self.hidden = [tuple(tensors[f"hidden.{i}.{k}"].to(self.device)
+                                 for k in range(sum(1 for n in tensors if n.startswith(f"hidden.{i}."))))
+                           for i in range(n_layers)]
+        for key in self.state:
+            if key in state:
+                self.state[key] = state[key]
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # ---------------------------------------------------------------- training
+    def run(self, max_minutes: float | None = None) -> TrainSummary:
+        t = self.cfg.train
+        started, elapsed_before = time.monotonic(), self.state["elapsed_seconds"]
+        deadline = started + 60 * max_minutes if max_minutes else None
+        flag: dict = {}
+        stopped, last_valid = "completed", None
+        with _stop_on_signals(flag):
+            while self.state["epoch"] < t.epochs and not self.state["finished"]:
+                outcome = self._train_epoch(flag, deadline)
+                valid = evaluate(self.model, self.corpus.valid, t.eval_batch_size, t.bptt,
+                                 split="valid")
+                last_valid = valid.perplexity
+                improved = self._record_validation(valid.loss)
+                position = self.state["epoch"] + self.state["window"] / max(self._n_windows, 1)
+                if outcome == "epoch":
+                    self.state.update(epoch=self.state["epoch"] + 1, window=0)
+                    self.hidden, self.epoch_rng_state = None, None
+                    position = self.state["epoch"]
+                    if t.patience and self.state["bad_epochs"] >= t.patience:
+                        self.state["finished"] = True
+                        stopped = "early-stopping"
+                else:
+                    stopped = outcome
+                self.state["elapsed_seconds"] = elapsed_before + time.monotonic() - started
+                self.log({"event": outcome, "epoch": position, "train_loss": self._epoch_loss,
+                          "valid_loss": valid.loss, "valid_ppl": valid.perplexity,
+                          "valid_activity": valid.layer_activity, "lr": self._last_lr,
+                          "tokens_per_s": self._tokens_per_s,
+                          "elapsed_seconds": self.state["elapsed_seconds"]})
+                self.save(("latest", "best") if improved else ("latest",))
+                if outcome != "epoch":
+                    break
+        best = self.state["best_valid_loss"]
+        return TrainSummary(str(self.run_dir), self.state["epoch"], stopped, best,
+                            math.exp(best) if best is not None else float("nan"), last_valid,
+                            self.state["elapsed_seconds"])
+
+    def _record_validation(self, loss: float) -> bool:
+        best = self.state["best_valid_loss"]
+        improved = best is None or loss < best
+        if improved:
+            self.state["best_valid_loss"] = loss
+            self.state["bad_epochs"] = 0
+        else:
+            self.state["bad_epochs"] += 1
+        return improved
+
+    def _train_epoch(self, flag: dict, deadline: float | None) -> str:
+        t, model = self.cfg.train, self.model
+        if self.epoch_rng_state is None:  # a fresh epoch draws its windows from the run's stream
+            self.epoch_rng_state = self.batch_rng.get_state()
+            generator = self.batch_rng
+        else:  # resuming mid-epoch: redraw the same windows from the epoch's start state
+            generator = torch.Generator()
+            generator.set_state(self.epoch_rng_state)
+        windows = bptt_windows(self.train_data.shape[0], t.bptt, variable=t.variable_bptt,
+                               generator=generator)
+        self._n_windows = len(windows)
+        hidden = self.hidden if self.hidden is not None else model.init_state(t.batch_size)
+        model.train()
+        total_loss, total_tokens, t0 = 0.0, 0, time.monotonic()
+        self._epoch_loss, self._tokens_per_s, self._last_lr = float("nan"), 0.0, t.lr
+        bar = tqdm(total=len(windows), initial=self.state["window"], disable=not self.progress,
+                   desc=f"epoch {self.state['epoch'] + 1}/{t.epochs}", unit="win",
+                   dynamic_ncols=True, mininterval=1.0)
+        outcome = "epoch"
+        try:
+            for w in range(self.state["window"], len(windows)):
+                begin, seq_len = windows[w]
+                inputs, targets = get_batch(self.train_data, begin, seq_len)
+                lr = lr_at(t, self.state["epoch"] + w / len(windows), t.epochs)
+                set_lr(self.optimizer, lr * lr_scale(inputs.shape[0], t.bptt))
+                self._last_lr = lr
+                out = model(inputs, detach_state(hidden))
+                hidden = out.state
+                loss = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]),
+                                       targets.reshape(-1))
+                self.optimizer.zero_grad(set_to_none=True)
+                (loss + out.regularization).backward()
+                if t.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
+                self.optimizer.step()
+                model.constrain_()
+                total_loss += loss.item() * targets.numel()
+                total_tokens += targets.numel()
+                self.state["window"] = w + 1
+                self.state["global_step"] += 1
+                bar.update(1)
+                if (w + 1) % t.log_interval == 0 or w + 1 == len(windows):
+                    mean = total_loss / total_tokens
+                    self._tokens_per_s = total_tokens / max(time.monotonic() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{math.exp(min(mean, 50)):.1f}",
+                                    tok_s=f"{self._tokens_per_s:,.0f}", lr=f"{lr:.2e}")
+                if w + 1 < len(windows):
+                    if "signal" in flag:
+                        outcome = "interrupted"
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        outcome = "time-budget"
+                        break
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+        finally:
+            bar.close()
+        self._epoch_loss = total_loss / max(total_tokens, 1)
+        self._tokens_per_s = total_tokens / max(time.monotonic() - t0, 1e-9)
+        self.hidden = detach_state(hidden) if outcome != "epoch" else None
+        if outcome == "epoch" and self.state["window"] < len(windows):
+            outcome = "interrupted"
+        return outcome
+
+
+def train(
+    cfg: RunConfig,
+    corpus: Corpus,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train (or resume) a run in ``out_dir``; returns a summary of how it ended."""
+    run_dir = Path(out_dir)
+    if resume:
+        trainer = Trainer(cfg, corpus, run_dir, progress=progress)
+        trainer.restore()
+    else:
+        if (run_dir / "checkpoints").exists():
+            raise DualsparseError(
+                f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
+                "or choose a new --out"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / "config.json", config_to_json(cfg))
+        trainer = Trainer(cfg, corpus, run_dir, progress=progress)
+    return trainer.run(max_minutes=max_minutes)
