@@ -1,0 +1,1 @@
+"""EGRU, LSTM/GRU baselines, the AWD-style language model and its regularisers."""

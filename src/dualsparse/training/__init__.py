@@ -1,0 +1,1 @@
+"""Training recipe, optimizer and schedule, checkpoints."""
