@@ -69,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("prune", help="iterative global magnitude pruning with fine-tuning",
+                       description="Prune the RNN weights of a trained run to a target sparsity "
+                                   "in K steps (K=1: one-shot), fine-tuning after each step.")
+    p.add_argument("run", metavar="RUN", help="trained run directory (its best checkpoint)")
+    p.add_argument("--target", type=float, required=True,
+                   help="fraction of RNN weights to prune, in [0, 1), e.g. 0.85")
+    p.add_argument("--steps", type=int, default=1, help="pruning steps (default 1)")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="epochs after each step")
+    p.add_argument("--lr", type=float,
+                   help="fine-tuning learning rate (default 0.1x the run's for targets < 0.7, "
+                        "1x from 0.7 on)")
+    p.add_argument("--out", metavar="NEW_RUN", required=True, help="directory of the pruned run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fine-tuning config key (repeatable)")
+    _add_data_args(p)
+    p.add_argument("--json", action="store_true", help="print the pruning record as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("presets", help="list the shipped presets",
                    description="List the shipped presets.")
     return parser
@@ -171,6 +189,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _run_corpus(args, run_dir: Path, vocab):
+    """The corpus a run was trained on (or the one given), encoded with the run's vocabulary."""
+    from dualsparse.data.download import resolve_corpus
+
+    source = _read_source(run_dir)
+    data = args.data or (None if args.dataset else source.get("data"))
+    dataset = args.dataset or (None if args.data else source.get("dataset"))
+    return resolve_corpus(data, dataset, args.cache_dir or source.get("cache_dir"), vocab=vocab)
+
+
+def cmd_prune(args) -> int:
+    from dualsparse.runs import load_run
+    from dualsparse.sparsity.prune import check_target, prune_run
+
+    check_target(args.target)
+    run = load_run(args.run, "best")
+    corpus = _run_corpus(args, Path(args.run), run.vocab)
+    record = prune_run(args.run, args.out, corpus, target=args.target, steps=args.steps,
+                       finetune_epochs=args.finetune_epochs, lr=args.lr,
+                       overrides=args.overrides, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
+    print(f"pruned {args.run} -> {args.out} in {args.steps} step(s), "
+          f"fine-tuning lr {record['finetune_lr']:g}")
+    print(f"{'step':>4} {'target':>7} {'sparsity':>9} {'valid ppl':>10}")
+    for h in record["history"]:
+        print(f"{h['step']:>4} {h['target']:>7.3f} {h['weight_sparsity']:>9.3f} "
+              f"{h['valid_ppl']:>10.2f}")
+    print()
+    print(f"{'matrix':<22} {'shape':>12} {'nonzero':>9} {'sparsity':>9}")
+    for m in record["sparsity"]["matrices"]:
+        shape = "x".join(map(str, m["shape"]))
+        print(f"{m['name']:<22} {shape:>12} {m['nonzero']:>9,} {m['weight_sparsity']:>9.3f}")
+    print(f"{'all RNN weights':<22} {'':>12} {record['sparsity']['weights'] - record['sparsity']['zeros']:>9,} "
+          f"{record['sparsity']['weight_sparsity']:>9.3f}")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from dualsparse.config import load_preset, preset_names
 
@@ -180,7 +237,7 @@ def cmd_presets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
+COMMANDS = {"prune": cmd_prune, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "presets": cmd_presets}
 
 

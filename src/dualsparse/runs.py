@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dualsparse.config import RunConfig
 from dualsparse.data.corpus import Vocabulary
 from dualsparse.errors import DualsparseError
 from dualsparse.models.lm import LanguageModel
+from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 
 
@@ -20,6 +23,7 @@ class LoadedRun:
     config: RunConfig
     state: dict[str, Any]
     checkpoint: Path
+    masks: dict[str, torch.Tensor]
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu") -> LoadedRun:
@@ -38,5 +42,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu") -> L
         )
     model = LanguageModel(cfg.model, len(vocab))
     ckpt.load_model_weights(model, path / "model.safetensors")
+    masks = ckpt.load_masks(path, model)
+    apply_masks(model, masks)
     model.to(device).eval()
-    return LoadedRun(model, vocab, cfg, state, path)
+    return LoadedRun(model, vocab, cfg, state, path, masks)

@@ -76,6 +76,7 @@ def save_checkpoint(
     extra_tensors: dict[str, torch.Tensor] | None = None,
     *,
     pointers: tuple[str, ...] = ("latest",),
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a complete checkpoint directory, then point ``pointers`` at it."""
     root = Path(run_dir) / "checkpoints"
@@ -86,6 +87,9 @@ def save_checkpoint(
         save_model(model, str(tmp / "model.safetensors"), metadata=meta)
         tensors = {k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
         save_file(tensors, str(tmp / "training.safetensors"), metadata=meta)
+        if masks:
+            packed = {k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in masks.items()}
+            save_file(packed, str(tmp / "masks.safetensors"), metadata=meta)
         full_state = {"format": FORMAT, "version": VERSION, **state}
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1), encoding="utf-8")
         vocab.save(tmp / "vocab.json")
@@ -171,6 +175,23 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise DualsparseError(
             f"{path} is truncated or corrupted ({reason}); restore it or retrain"
         ) from None
+
+
+def load_masks(ckpt: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Pruning masks saved with a checkpoint (empty if it was never pruned), validated."""
+    path = Path(ckpt) / "masks.safetensors"
+    if not path.exists():
+        return {}
+    params = dict(model.named_parameters())
+    masks = {}
+    for name, mask in read_tensors(path).items():
+        if name not in params or params[name].shape != mask.shape:
+            raise DualsparseError(
+                f"{path}: mask {name} {tuple(mask.shape)} matches no parameter of the model; "
+                "the checkpoint is damaged or belongs to another architecture"
+            )
+        masks[name] = mask.to(torch.bool)
+    return masks
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:

@@ -29,6 +29,7 @@ from dualsparse.data.corpus import Corpus
 from dualsparse.errors import DualsparseError
 from dualsparse.evaluation import evaluate
 from dualsparse.models.lm import LanguageModel, detach_state
+from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training.optim import lr_at, make_optimizer, set_lr
 
@@ -69,8 +70,19 @@ def _stop_on_signals(flag: dict):
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, corpus: Corpus, run_dir: Path, *, progress: bool = True):
+    """Owns model, optimizer, data stream and position of one run.
+
+    ``initial_model`` starts from given weights (fine-tuning after pruning);
+    ``masks`` (parameter name → bool tensor, False = pruned) are re-applied to the
+    parameters after every optimizer step, so pruned weights stay exactly zero
+    whatever the optimizer's moments or weight decay would do to them.
+    """
+
+    def __init__(self, cfg: RunConfig, corpus: Corpus, run_dir: Path, *, progress: bool = True,
+                 initial_model: LanguageModel | None = None,
+                 masks: dict[str, torch.Tensor] | None = None):
         self.cfg, self.corpus, self.run_dir = cfg, corpus, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         t = cfg.train
         if t.threads:
@@ -78,6 +90,10 @@ class Trainer:
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
         self.model = LanguageModel(cfg.model, len(corpus.vocab)).to(self.device)
+        if initial_model is not None:
+            self.model.load_state_dict(initial_model.state_dict())
+        self.masks = {k: v.to(self.device) for k, v in (masks or {}).items()}
+        apply_masks(self.model, self.masks)
         self.optimizer = make_optimizer(self.model, t)
         self.batch_rng = torch.Generator().manual_seed(t.seed)
         self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
@@ -102,7 +118,7 @@ class Trainer:
         state = {**self.state, "config": self.cfg.to_dict(), "optimizer_groups": groups,
                  "vocab_size": len(self.corpus.vocab), "corpus": self.corpus.name}
         ckpt.save_checkpoint(self.run_dir, self.model, self.corpus.vocab, state, tensors,
-                             pointers=pointers)
+                             pointers=pointers, masks=self.masks)
 
     def restore(self) -> None:
         path = ckpt.checkpoint_dir(self.run_dir, "latest")
@@ -114,6 +130,8 @@ class Trainer:
                 "resume with the same --data/--dataset as the original run"
             )
         ckpt.load_model_weights(self.model, path / "model.safetensors")
+        self.masks = ckpt.load_masks(path, self.model)
+        apply_masks(self.model, self.masks)
         tensors = ckpt.read_tensors(path / "training.safetensors")
         try:
             self.optimizer.load_state_dict(
@@ -223,6 +241,7 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
                 self.optimizer.step()
                 model.constrain_()
+                apply_masks(model, self.masks)
                 total_loss += loss.item() * targets.numel()
                 total_tokens += targets.numel()
                 self.state["window"] = w + 1

@@ -1,0 +1,1 @@
+"""Weight pruning, activity analysis and exact MAC accounting."""

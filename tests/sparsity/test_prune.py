@@ -1,0 +1,163 @@
+"""Global magnitude pruning: the threshold, the budget, and pruned weights staying zero."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_run_config
+
+from dualsparse.cli import main
+from dualsparse.data.corpus import read_corpus
+from dualsparse.errors import DualsparseError
+from dualsparse.models.lm import LanguageModel
+from dualsparse.runs import load_run
+from dualsparse.sparsity.masks import apply_masks, global_magnitude_masks, sparsity_report
+from dualsparse.sparsity.prune import prune_run, target_schedule
+from dualsparse.training.loop import Trainer, train
+
+
+def test_global_threshold_matches_a_direct_sort():
+    rng = np.random.default_rng(0)
+    mats = {"a": rng.normal(size=(7, 5)), "b": rng.normal(size=(3, 11)) * 3, "c": rng.normal(size=9)}
+    weights = {k: torch.tensor(v, dtype=torch.float32) for k, v in mats.items()}
+    everything = np.concatenate([np.abs(v).ravel() for v in mats.values()]).astype(np.float32)
+    for sparsity in (0.0, 0.1, 0.5, 0.85, 0.99):
+        masks = global_magnitude_masks(weights, sparsity)
+        n_prune = int(round(sparsity * everything.size))
+        cut = np.sort(everything)[n_prune - 1] if n_prune else -1.0
+        pruned = sum(int((~m).sum()) for m in masks.values())
+        assert pruned == n_prune
+        for name, m in masks.items():
+            mags = np.abs(mats[name]).astype(np.float32)
+            # every pruned entry is at most the cut, every kept one at least it
+            assert (mags[~m.numpy()] <= cut).all()
+            assert (mags[m.numpy()] >= cut).all()
+
+
+def test_budget_is_global_not_per_matrix():
+    big = torch.full((10,), 5.0)
+    small = torch.full((10,), 0.1)
+    masks = global_magnitude_masks({"big": big, "small": small}, 0.5)
+    assert masks["big"].all() and not masks["small"].any()
+
+
+def test_tied_weight_listed_twice_is_refused():
+    w = torch.randn(4, 4)
+    with pytest.raises(ValueError, match="twice"):
+        global_magnitude_masks({"encoder.weight": w, "decoder.weight": w}, 0.5)
+
+
+def test_pruning_more_never_revives_a_pruned_weight():
+    w = torch.randn(50)
+    first = global_magnitude_masks({"w": w}, 0.4)["w"]
+    second = global_magnitude_masks({"w": w * first}, 0.7)["w"]
+    assert not (second & ~first).any()
+
+
+def test_schedule_is_geometric_in_density():
+    s = target_schedule(0.875, 3)
+    np.testing.assert_allclose([1 - x for x in s], [0.5, 0.25, 0.125])
+    assert target_schedule(0.6, 1) == pytest.approx([0.6])
+    np.testing.assert_allclose(target_schedule(0.9, 2, start_sparsity=0.6)[-1], 0.9)
+    for bad in (-0.1, 1.0, 1.5, float("nan")):
+        with pytest.raises(DualsparseError, match=r"\[0, 1\)"):
+            target_schedule(bad, 2)
+
+
+def _model(**model):
+    torch.manual_seed(0)
+    return LanguageModel(tiny_run_config(model).model, vocab_size=30)
+
+
+def test_rnn_weights_exclude_embedding_and_biases():
+    model = _model(hidden_sizes=[16, 12])
+    names = model.rnn_weight_names()
+    assert "encoder.weight" not in names and "decoder.weight" not in names
+    assert "projection.weight" in names
+    assert all(n.endswith(("weight_ih", "weight_hh", "projection.weight")) for n in names)
+
+
+def test_pruned_weights_stay_zero_through_training_steps(tiny_corpus_dir, tmp_path):
+    corpus = read_corpus(tiny_corpus_dir)
+    cfg = tiny_run_config(epochs=2, weight_decay=0.5)
+    model = LanguageModel(cfg.model, len(corpus.vocab))
+    names = model.rnn_weight_names()
+    params = dict(model.named_parameters())
+    masks = global_magnitude_masks({n: params[n] for n in names}, 0.7)
+    embedding_before = model.encoder.weight.detach().clone()
+    trainer = Trainer(cfg, corpus, tmp_path / "run", progress=False, initial_model=model,
+                      masks=masks)
+    trainer.run()
+    trained = dict(trainer.model.named_parameters())
+    for name, mask in masks.items():
+        assert (trained[name][~mask] == 0).all(), name
+        assert (trained[name][mask] != 0).all(), name  # the others did train
+    # the embedding is never pruned (it trains, and has no zeros)
+    assert not torch.equal(trainer.model.encoder.weight, embedding_before)
+    assert (trainer.model.encoder.weight != 0).all()
+    # save → load keeps the exact zeros and the masks
+    run = load_run(tmp_path / "run", "latest")
+    for name, mask in masks.items():
+        assert torch.equal(run.masks[name], mask)
+        assert torch.equal(dict(run.model.named_parameters())[name], trained[name])
+
+
+def test_pruned_model_state_dict_loads_into_unpruned_model_and_deepcopies():
+    model = _model()
+    params = dict(model.named_parameters())
+    masks = global_magnitude_masks({n: params[n] for n in model.rnn_weight_names()}, 0.8)
+    apply_masks(model, masks)
+    clone = copy.deepcopy(model)
+    fresh = _model()
+    assert set(model.state_dict()) == set(fresh.state_dict())
+    fresh.load_state_dict(model.state_dict())
+    report = sparsity_report(fresh, fresh.rnn_weight_names())
+    assert report["weight_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert torch.equal(clone.layers[0].weight_hh, model.layers[0].weight_hh)
+
+
+def test_dropconnect_sees_the_current_mask():
+    """The classic trap: a prune hook would re-mask only after DropConnect read the weight."""
+    model = _model(dropout_connect=0.5)
+    params = dict(model.named_parameters())
+    masks = global_magnitude_masks({n: params[n] for n in model.rnn_weight_names()}, 0.9)
+    apply_masks(model, masks)
+    seen = []
+    layer = model.layers[0]
+    original = layer.forward
+
+    def spy(x, state=None, weight_hh=None):
+        seen.append(weight_hh.detach().clone())
+        return original(x, state, weight_hh=weight_hh)
+
+    layer.forward = spy
+    model.train()
+    model(torch.randint(0, 30, (5, 2)))
+    assert (seen[0][~masks["layers.0.weight_hh"]] == 0).all()
+
+
+def test_prune_run_end_to_end_and_resume_after_interrupt(tiny_corpus_dir, tmp_path):
+    corpus = read_corpus(tiny_corpus_dir)
+    train(tiny_run_config(epochs=2), corpus, tmp_path / "dense", progress=False)
+    record = prune_run(tmp_path / "dense", tmp_path / "pruned", corpus, target=0.75, steps=2,
+                       finetune_epochs=1, progress=False)
+    assert record["sparsity"]["weight_sparsity"] == pytest.approx(0.75, abs=1e-3)
+    assert [h["step"] for h in record["history"]] == [1, 2]
+    assert record["history"][0]["weight_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    run = load_run(tmp_path / "pruned")
+    assert sparsity_report(run.model, run.model.rnn_weight_names())["weight_sparsity"] == \
+        pytest.approx(0.75, abs=1e-3)
+    assert json.loads((tmp_path / "pruned" / "prune.json").read_text())["target"] == 0.75
+    # a second call finds both steps done and reproduces the same final model
+    again = prune_run(tmp_path / "dense", tmp_path / "pruned", corpus, target=0.75, steps=2,
+                      finetune_epochs=1, progress=False)
+    assert again["history"] == record["history"]
+
+
+def test_cli_refuses_targets_outside_unit_interval(tmp_path, capsys):
+    for bad in ("1.0", "-0.2", "1.5"):
+        code = main(["prune", str(tmp_path), "--target", bad, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: --target")
