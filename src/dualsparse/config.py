@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -153,6 +154,12 @@ def _coerce(value: Any, fld: dataclasses.Field, default_obj, where: str) -> Any:
 def validate(cfg: RunConfig) -> None:
     """Reject values no run could use, with the fix in the message."""
     m, t = cfg.model, cfg.train
+    for section, values in (("model", m), ("train", t)):
+        for fld in dataclasses.fields(values):
+            value = getattr(values, fld.name)
+            numbers = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise DualsparseError(f"{section}.{fld.name} = {value} must be a finite number")
     if m.type not in MODEL_TYPES:
         raise DualsparseError(f"model.type {m.type!r} is unknown; choose one of {MODEL_TYPES}")
     for name in ("dropout_words", "dropout_emb", "dropout_forward", "dropout_output",
@@ -166,12 +173,16 @@ def validate(cfg: RunConfig) -> None:
         raise DualsparseError("model.surrogate_width must be > 0 and surrogate_dampening >= 0")
     if m.ar_alpha < 0 or m.tar_beta < 0:
         raise DualsparseError("model.ar_alpha and model.tar_beta must be >= 0")
-    positive = ("batch_size", "eval_batch_size", "test_batch_size", "bptt", "epochs")
+    positive = ("batch_size", "eval_batch_size", "test_batch_size", "bptt", "epochs",
+                "log_interval")
     for name in positive:
         if getattr(t, name) <= 0:
             raise DualsparseError(f"train.{name} = {getattr(t, name)} must be a positive integer")
     if t.lr <= 0:
         raise DualsparseError(f"train.lr = {t.lr} must be > 0")
+    if t.threshold_lr_scale < 0 or t.min_lr < 0:
+        raise DualsparseError("train.threshold_lr_scale and train.min_lr must be >= 0 "
+                              "(a negative learning rate climbs the loss)")
     if t.weight_decay < 0 or t.bias_decay < 0:
         raise DualsparseError("train.weight_decay and train.bias_decay must be >= 0")
     if t.schedule not in SCHEDULES:
