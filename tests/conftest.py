@@ -3,6 +3,10 @@
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+
+from dualsparse.config import RunConfig
 
 # Real corpora for development (read-only); tests using them skip when absent.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -44,11 +48,56 @@ def ptb_format(text: str) -> str:
     return "".join(f" {line} \n" for line in text.splitlines())
 
 
-@pytest.fixture
-def tiny_corpus_dir(tmp_path: Path) -> Path:
-    """A directory with train.txt / valid.txt / test.txt of the tiny corpus."""
-    directory = tmp_path / "tiny"
-    directory.mkdir()
+def write_tiny_corpus(directory: Path) -> Path:
+    """train.txt / valid.txt / test.txt of the tiny corpus in ``directory`` (created)."""
+    directory.mkdir(parents=True)
     for split, text in (("train", TINY_TRAIN), ("valid", TINY_VALID), ("test", TINY_TEST)):
         (directory / f"{split}.txt").write_text(ptb_format(text), encoding="utf-8")
     return directory
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path: Path) -> Path:
+    """A directory with train.txt / valid.txt / test.txt of the tiny corpus."""
+    return write_tiny_corpus(tmp_path / "tiny")
+
+
+# A run that trains in well under a second on the tiny corpus: 154 train tokens in
+# 4 columns = 5-7 windows of ~8 steps per epoch; default dropouts stay on so that
+# resume tests also cover the random-number streams.
+TINY_RUN = {
+    "model": {"type": "egru", "emb_size": 16, "hidden_sizes": [16, 12]},
+    "train": {"epochs": 1, "batch_size": 4, "bptt": 8, "eval_batch_size": 2,
+              "lr": 0.01, "log_interval": 1000},
+}
+
+
+def tiny_run_dict(model: dict | None = None, **train_overrides) -> dict:
+    """TINY_RUN with some model keys and train keys replaced."""
+    return {"model": {**TINY_RUN["model"], **(model or {})},
+            "train": {**TINY_RUN["train"], **train_overrides}}
+
+
+def tiny_run_config(model: dict | None = None, **train_overrides) -> RunConfig:
+    return RunConfig.from_dict(tiny_run_dict(model, **train_overrides))
+
+
+def write_run_config(path: Path, model: dict | None = None, **train_overrides) -> Path:
+    """A tiny run's config as the YAML file a user would give to --config."""
+    path.write_text(yaml.safe_dump(tiny_run_dict(model, **train_overrides)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    return write_run_config(tmp_path / "tiny.yaml")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny matrices gain nothing from threads, and on a shared 2-core machine the
+    OpenMP workers of a busy pool make every small matmul ~100x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
