@@ -1,0 +1,184 @@
+"""The AWD-style language model: tying, projection, regularisers as wired in, baselines."""
+
+import pytest
+import torch
+from torch import nn
+
+from dualsparse.config import ModelConfig
+from dualsparse.models.baselines import GRULayer, LSTMLayer
+from dualsparse.models.lm import LanguageModel, parameter_groups
+
+VOCAB = 20
+NO_DROPOUT = {"dropout_words": 0.0, "dropout_emb": 0.0, "dropout_forward": 0.0,
+              "dropout_output": 0.0, "dropout_connect": 0.0}
+
+
+def tiny_model(seed: int = 0, **overrides) -> LanguageModel:
+    cfg = ModelConfig(**{"emb_size": 16, "hidden_sizes": [16, 12], **NO_DROPOUT, **overrides})
+    torch.manual_seed(seed)
+    return LanguageModel(cfg, VOCAB)
+
+
+def tokens(steps: int = 7, batch: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (steps, batch), generator=torch.Generator().manual_seed(seed))
+
+
+def record_calls(module: nn.Module) -> list[tuple[tuple, dict]]:
+    """(args, kwargs) of every forward call of ``module``, recorded by a pre-hook."""
+    calls = []
+    module.register_forward_pre_hook(lambda _m, args, kwargs: calls.append((args, kwargs)),
+                                     with_kwargs=True)
+    return calls
+
+
+def test_decoder_shares_the_embedding_storage():
+    model = tiny_model()
+    assert model.decoder.weight is model.encoder.weight
+    assert model.decoder.weight.data_ptr() == model.encoder.weight.data_ptr()
+    with torch.no_grad():
+        model.encoder.weight[3, 5] = 7.0
+    assert model.decoder.weight[3, 5].item() == 7.0
+
+
+@pytest.mark.parametrize(
+    "hidden_sizes, tie, projection",
+    [([16, 12], True, (12, 16)),  # last layer narrower than the embedding: project up
+     ([12, 16], True, None),  # last layer = embedding size: decoder reads it directly
+     ([16, 12], False, None)],  # untied decoder takes any width
+)
+def test_projection_only_when_last_layer_differs_from_embedding(hidden_sizes, tie, projection):
+    model = tiny_model(hidden_sizes=hidden_sizes, tie_weights=tie)
+    if projection is None:
+        assert model.projection is None
+    else:
+        assert (model.projection.in_features, model.projection.out_features) == projection
+    assert model(tokens()).logits.shape == (7, 3, VOCAB)
+
+
+LAYER_PARAMS = {"egru": ["weight_ih", "weight_hh", "bias", "threshold"],
+                "lstm": ["weight_ih", "weight_hh", "bias_ih", "bias_hh"],
+                "gru": ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]}
+
+
+@pytest.mark.parametrize("kind", ["egru", "lstm", "gru"])
+def test_drop_connect_drops_recurrent_weights_only_in_training(kind):
+    p = 0.5
+    model = tiny_model(type=kind, dropout_connect=p)
+    expected_names = ["encoder.weight", "decoder.bias", "projection.weight"] + [
+        f"layers.{i}.{name}" for i in range(2) for name in LAYER_PARAMS[kind]]
+    calls = record_calls(model.layers[0])
+    param = model.layers[0].weight_hh
+
+    def used_weight():
+        return calls[-1][1]["weight_hh"]
+
+    for mode in ("train", "eval", "train"):
+        model.train(mode == "train")
+        model.zero_grad()
+        model(tokens()).logits.sum().backward()
+        weight = used_weight()
+        if mode == "eval":
+            assert weight is param
+            continue
+        dropped = weight == 0
+        assert 0 < dropped.float().mean() < 1
+        torch.testing.assert_close(weight[~dropped], param[~dropped] / (1 - p), rtol=0, atol=0)
+        # the dropped copy is a function of the parameter: gradients reach it, masked
+        assert param.grad is not None
+        assert torch.all(param.grad[dropped] == 0) and param.grad[~dropped].abs().sum() > 0
+    assert sorted(name for name, _ in model.named_parameters()) == sorted(expected_names)
+    assert sorted(model.state_dict()) == sorted(expected_names + ["decoder.weight"])
+
+
+@pytest.mark.parametrize("layer_class, torch_class", [(LSTMLayer, nn.LSTM), (GRULayer, nn.GRU)])
+@pytest.mark.parametrize("training", [True, False])
+def test_baseline_layers_equal_torch_modules(layer_class, torch_class, training):
+    torch.manual_seed(0)
+    ours = layer_class(5, 4).double().train(training)
+    theirs = torch_class(5, 4).double().train(training)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(theirs, f"{name}_l0").copy_(getattr(ours, name))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, 5, generator=g, dtype=torch.float64)
+    state = tuple(torch.randn(3, 4, generator=g, dtype=torch.float64)
+                  for _ in ours.init_state(3))
+    out, new_state, _ = ours(x, state)
+    torch_state = tuple(s.unsqueeze(0) for s in state)
+    expected, expected_state = theirs(x, torch_state if len(state) == 2 else torch_state[0])
+    if isinstance(expected_state, torch.Tensor):
+        expected_state = (expected_state,)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    for mine, ref in zip(new_state, expected_state, strict=True):
+        torch.testing.assert_close(mine, ref[0], rtol=0, atol=1e-12)
+    out.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(ours.weight_hh.grad, theirs.weight_hh_l0.grad, rtol=0, atol=1e-12)
+
+
+def locked_dropout_ratio(key: str, model: LanguageModel, batch: torch.Tensor) -> torch.Tensor:
+    """Output of the locked dropout named ``key`` divided by its input, [T, B, D]."""
+    consumer = {"dropout_emb": model.layers[0], "dropout_forward": model.layers[1],
+                "dropout_output": model.projection}[key]
+    calls = record_calls(consumer)
+    out = model(batch)
+    dropped = calls[-1][0][0]
+    raw = {"dropout_emb": model.encoder(batch), "dropout_forward": out.layer_outputs[0],
+           "dropout_output": out.layer_outputs[-1]}[key]
+    return dropped / raw
+
+
+@pytest.mark.parametrize("key", ["dropout_emb", "dropout_forward", "dropout_output"])
+def test_locked_dropout_uses_one_mask_across_time(key):
+    # LSTM: its outputs are never exactly 0, so output / input recovers the mask
+    model = tiny_model(type="lstm", **{key: 0.5}).train()
+    ratio = locked_dropout_ratio(key, model, tokens(steps=9))
+    assert set(ratio.unique().tolist()) <= {0.0, 2.0}
+    assert 0 < (ratio == 0).float().mean() < 1
+    assert torch.equal(ratio, ratio[:1].expand_as(ratio))  # the same mask at every step
+    assert not torch.equal(ratio[:, 0], ratio[:, 1])  # but not the same for every sequence
+    model.eval()
+    assert torch.all(locked_dropout_ratio(key, model, tokens(steps=9)) == 1.0)
+
+
+def test_embedding_dropout_drops_whole_word_types():
+    model = tiny_model(dropout_words=0.5).train()
+    calls = record_calls(model.layers[0])
+    batch = tokens(steps=40, batch=3)
+    model(batch)
+    inputs, embedded = calls[-1][0][0], model.encoder(batch)
+    dropped_words, kept_words = set(), set()
+    for word in batch.unique().tolist():
+        rows, full = inputs[batch == word], embedded[batch == word]
+        if torch.all(rows == 0):
+            dropped_words.add(word)
+        else:  # every occurrence of a kept word is rescaled by 1 / (1 − p)
+            torch.testing.assert_close(rows, 2 * full)
+            kept_words.add(word)
+    assert dropped_words and kept_words
+    model.eval()
+    model(batch)
+    assert torch.equal(calls[-1][0][0], model.encoder(batch))
+
+
+@pytest.mark.parametrize("kind", ["egru", "lstm"])
+def test_parameter_groups_hold_each_parameter_once(kind):
+    model = tiny_model(type=kind)
+    groups = parameter_groups(model, weight_decay=0.1, bias_decay=0.01, threshold_lr_scale=0.5,
+                              lr=0.002)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in model.parameters()}
+    assert grouped.count(id(model.encoder.weight)) == 1  # the tied embedding/decoder weight
+    by_name = {g["name"]: g for g in groups}
+    thresholds = [layer.threshold for layer in model.layers if hasattr(layer, "threshold")]
+    if kind == "egru":
+        assert [id(p) for p in by_name["thresholds"]["params"]] == [id(p) for p in thresholds]
+        assert by_name["thresholds"]["lr"] == pytest.approx(0.001)
+        assert by_name["thresholds"]["weight_decay"] == 0.01
+    else:
+        assert "thresholds" not in by_name
+    assert all(p.ndim >= 2 for p in by_name["weights"]["params"])
+    assert by_name["weights"]["weight_decay"] == 0.1
+    assert all(p.ndim == 1 for p in by_name["biases"]["params"])
+    torch.optim.AdamW(groups)  # refuses parameters that appear in two groups
