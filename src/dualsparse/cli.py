@@ -87,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the pruning record as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("macs", help="exact event-driven MACs per token of a run (or dense MACs)",
+                       description="Count multiply-accumulates per token of a trained run on a "
+                                   "split: dense, weight-sparse, the paper's activity x density "
+                                   "estimate and the exact event-driven count; or the dense MACs "
+                                   "of a described model (--model/--emb/--hidden instead of RUN).")
+    p.add_argument("run", metavar="RUN", nargs="?", help="run directory to measure")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--batch-size", type=int,
+                   help="batch size (default: as `dualsparse evaluate`)")
+    p.add_argument("--bptt", type=int, default=70, help="window length (state is carried)")
+    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    _add_data_args(p)
+    g = p.add_argument_group("a described dense model (instead of RUN)")
+    g.add_argument("--model", metavar="TYPE", help="egru, lstm or gru")
+    g.add_argument("--emb", metavar="E", help="embedding size, e.g. 400")
+    g.add_argument("--hidden", metavar="H1,H2,...", help="hidden sizes, e.g. 1150,1150,400")
+    g.add_argument("--vocab", metavar="V",
+                   help="vocabulary size: also count projection and decoder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
     sub.add_parser("presets", help="list the shipped presets",
                    description="List the shipped presets.")
     return parser
@@ -228,6 +249,61 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def _run_split(args):
+    """The run, the token stream of ``--split`` and the batch size (evaluate's defaults)."""
+    from dualsparse.runs import load_run
+
+    run = load_run(args.run, args.checkpoint)
+    corpus = _run_corpus(args, Path(args.run), run.vocab)
+    t = run.config.train
+    batch = args.batch_size or (t.test_batch_size if args.split == "test" else t.eval_batch_size)
+    if batch <= 0 or args.bptt <= 0:
+        raise DualsparseError("--batch-size and --bptt must be positive integers")
+    return run, getattr(corpus, args.split), batch
+
+
+def _positive_ints(text: str, flag: str, *, several: bool = False) -> list[int]:
+    """'1150,1150,400' (several) or '400' → the integers; a DualsparseError for anything else."""
+    try:
+        values = [int(part) for part in (text.split(",") if several else [text])]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        what = ("positive integers separated by commas, e.g. 1150,1150,400" if several
+                else "one positive integer")
+        raise DualsparseError(f"{flag} takes {what}; got {text!r}")
+    return values
+
+
+def cmd_macs(args) -> int:
+    from dualsparse.sparsity.macs import dense_macs_per_token, format_mac_table, measure_macs
+
+    described = [args.model, args.emb, args.hidden, args.vocab]
+    if args.run and any(v is not None for v in described):
+        raise DualsparseError("give either RUN (measure a trained run) or --model/--emb/--hidden "
+                              "(a described dense model), not both")
+    if not args.run:
+        if args.model is None or args.emb is None or args.hidden is None:
+            raise DualsparseError("give RUN to measure a trained run, or --model egru|lstm|gru "
+                                  "--emb E --hidden H1,H2,... for the dense MACs of a model")
+        vocab = _positive_ints(args.vocab, "--vocab")[0] if args.vocab is not None else None
+        report = dense_macs_per_token(args.model, _positive_ints(args.emb, "--emb")[0],
+                                      _positive_ints(args.hidden, "--hidden", several=True), vocab)
+        print(json.dumps(report.to_dict(), indent=1) if args.json else format_mac_table(report))
+        return 0
+    run, data, batch = _run_split(args)
+    report = measure_macs(run.model, data, batch, args.bptt, progress=args.progress)
+    if args.json:
+        print(json.dumps({"run": str(args.run), "checkpoint": str(run.checkpoint),
+                          "split": args.split, "batch_size": batch, "bptt": args.bptt,
+                          **report.to_dict()}, indent=1))
+    else:
+        print(format_mac_table(report, f"{args.run} ({run.config.model.type}, checkpoint "
+                                       f"{run.checkpoint.name}), {args.split} split, "
+                                       f"batch size {batch}"))
+    return 0
+
+
 def cmd_presets(args) -> int:
     from dualsparse.config import load_preset, preset_names
 
@@ -238,7 +314,7 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = {"prune": cmd_prune, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
-            "presets": cmd_presets}
+            "macs": cmd_macs, "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:
