@@ -154,6 +154,8 @@ class MacReport:
     def totals(self, part: str = "rnn") -> dict[str, Any] | None:
         """Sums over the recurrent layers (``rnn``, the paper's convention) or all products
         (``full``); None for ``full`` when the head was not counted."""
+        if part not in ("rnn", "full"):
+            raise ValueError(f"part must be 'rnn' or 'full', not {part!r}")
         rows = [r for r in self.rows if r.recurrent or part == "full"]
         if part == "full" and all(r.recurrent for r in self.rows):
             return None
