@@ -59,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
+    p = sub.add_parser("activity", help="per-layer and per-neuron activity, ĉ − θ (Fig. 4/5)",
+                       description="Measure the activity of a trained run on a split: per layer, "
+                                   "per neuron (never/always active units) and, for EGRU, the "
+                                   "distribution of ĉ − θ; writes activity.json, activity.npz "
+                                   "and the figures.")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--batch-size", type=int,
+                   help="batch size (default: as `dualsparse evaluate`)")
+    p.add_argument("--bptt", type=int, default=70, help="window length (state is carried)")
+    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    _add_data_args(p)
+    p.add_argument("--out", metavar="DIR", help="output directory (default RUN/activity-SPLIT)")
+    p.add_argument("--no-plots", action="store_true", help="write only activity.json and .npz")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
     p = sub.add_parser("demo", help="offline demo on a synthetic source with known entropy",
                        description="Generate a corpus from a seeded source whose true perplexity "
                                    "is exact, train a small EGRU and LSTM, compare.")
@@ -201,6 +218,34 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_activity(args) -> int:
+    from dualsparse.runs import load_run
+    from dualsparse.sparsity.activity import (
+        analyze_activity,
+        format_activity_table,
+        write_activity_outputs,
+    )
+
+    run = load_run(args.run, args.checkpoint)
+    corpus = _run_corpus(args, Path(args.run), run.vocab)
+    t = run.config.train
+    batch = args.batch_size or (t.test_batch_size if args.split == "test" else t.eval_batch_size)
+    if batch <= 0 or args.bptt <= 0:
+        raise DualsparseError("--batch-size and --bptt must be positive integers")
+    report = analyze_activity(run.model, getattr(corpus, args.split), batch, args.bptt,
+                              progress=args.progress, split=args.split, config=run.config)
+    out_dir = Path(args.out) if args.out else Path(args.run) / f"activity-{args.split}"
+    paths = write_activity_outputs(report, out_dir, plots=not args.no_plots)
+    if args.json:
+        print(json.dumps({"run": str(args.run), "checkpoint": str(run.checkpoint),
+                          "outputs": {k: str(v) for k, v in paths.items()},
+                          **report.to_dict()}, indent=1))
+    else:
+        print(format_activity_table(report, f"{args.run} (checkpoint {run.checkpoint.name})"))
+        print(f"\nwritten to {out_dir}: {', '.join(sorted(path.name for path in paths.values()))}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from dualsparse.demo import format_demo, run_demo
 
@@ -314,6 +359,7 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = {"prune": cmd_prune, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "activity": cmd_activity,
             "macs": cmd_macs, "presets": cmd_presets}
 
 
