@@ -123,6 +123,16 @@ class Trainer:
     def restore(self) -> None:
         path = ckpt.checkpoint_dir(self.run_dir, "latest")
         state = ckpt.read_state(path)
+        if state.get("window"):  # stopped mid-epoch: the rest of it needs the same windows
+            saved = (state.get("config") or {}).get("train") or {}
+            changed = [k for k in ("batch_size", "bptt", "variable_bptt")
+                       if k in saved and saved[k] != getattr(self.cfg.train, k)]
+            if changed:
+                raise DualsparseError(
+                    f"{path} stopped in the middle of an epoch, which can only be finished with "
+                    f"the same {', '.join(f'train.{k}={saved[k]}' for k in changed)}; resume "
+                    "without changing it (change it at an epoch boundary, or start a new run)"
+                )
         saved_vocab = type(self.corpus.vocab).load(path / "vocab.json")
         if saved_vocab != self.corpus.vocab:
             raise DualsparseError(
