@@ -22,6 +22,19 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="dataset cache (default $DUALSPARSE_CACHE or ~/.cache/dualsparse)")
 
 
+def _add_run_split_args(p: argparse.ArgumentParser, run_required: bool = True) -> None:
+    """RUN, --split, --batch-size, --bptt, --checkpoint and the data options."""
+    p.add_argument("run", metavar="RUN", nargs=None if run_required else "?",
+                   help="run directory")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--batch-size", type=int,
+                   help="batch size (default: train.test_batch_size for test, "
+                        "train.eval_batch_size for valid)")
+    p.add_argument("--bptt", type=int, default=70, help="window length (state is carried)")
+    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    _add_data_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dualsparse",
@@ -48,14 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="perplexity and per-layer activity of a run",
                        description="Evaluate a trained run on a split.")
-    p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--batch-size", type=int,
-                   help="evaluation batch size (default: train.test_batch_size for test, "
-                        "train.eval_batch_size for valid)")
-    p.add_argument("--bptt", type=int, default=70, help="window length (state is carried)")
-    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    _add_data_args(p)
+    _add_run_split_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
@@ -64,13 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per neuron (never/always active units) and, for EGRU, the "
                                    "distribution of ĉ − θ; writes activity.json, activity.npz "
                                    "and the figures.")
-    p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--batch-size", type=int,
-                   help="batch size (default: as `dualsparse evaluate`)")
-    p.add_argument("--bptt", type=int, default=70, help="window length (state is carried)")
-    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    _add_data_args(p)
+    _add_run_split_args(p)
     p.add_argument("--out", metavar="DIR", help="output directory (default RUN/activity-SPLIT)")
     p.add_argument("--no-plots", action="store_true", help="write only activity.json and .npz")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -109,13 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "split: dense, weight-sparse, the paper's activity x density "
                                    "estimate and the exact event-driven count; or the dense MACs "
                                    "of a described model (--model/--emb/--hidden instead of RUN).")
-    p.add_argument("run", metavar="RUN", nargs="?", help="run directory to measure")
-    p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--batch-size", type=int,
-                   help="batch size (default: as `dualsparse evaluate`)")
-    p.add_argument("--bptt", type=int, default=70, help="window length (state is carried)")
-    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    _add_data_args(p)
+    _add_run_split_args(p, run_required=False)
     g = p.add_argument_group("a described dense model (instead of RUN)")
     g.add_argument("--model", metavar="TYPE", help="egru, lstm or gru")
     g.add_argument("--emb", metavar="E", help="embedding size, e.g. 400")
@@ -177,7 +171,7 @@ def cmd_train(args) -> int:
 
 
 def _write_source(run_dir: Path, data, dataset, cache_dir) -> None:
-    from dualsparse.training.checkpoint import atomic_write_text
+    from dualsparse.fileio import atomic_write_text
 
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"data": str(Path(data).resolve()) if data else None, "dataset": dataset,
@@ -193,22 +187,11 @@ def _read_source(run_dir: Path) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from dualsparse.data.download import resolve_corpus
     from dualsparse.evaluation import evaluate, format_eval_table
-    from dualsparse.runs import load_run
 
-    run = load_run(args.run, args.checkpoint)
-    source = _read_source(Path(args.run))
-    data = args.data or (None if args.dataset else source.get("data"))
-    dataset = args.dataset or (None if args.data else source.get("dataset"))
-    corpus = resolve_corpus(data, dataset, args.cache_dir or source.get("cache_dir"),
-                            vocab=run.vocab)
-    t = run.config.train
-    batch = args.batch_size or (t.test_batch_size if args.split == "test" else t.eval_batch_size)
-    if batch <= 0 or args.bptt <= 0:
-        raise DualsparseError("--batch-size and --bptt must be positive integers")
-    result = evaluate(run.model, getattr(corpus, args.split), batch, args.bptt,
-                      split=args.split, progress=args.progress)
+    run, data, batch = _run_split(args)
+    result = evaluate(run.model, data, batch, args.bptt, split=args.split,
+                      progress=args.progress)
     if args.json:
         print(json.dumps({"run": str(args.run), "checkpoint": str(run.checkpoint),
                           "model": run.config.model.type, **result.to_dict()}, indent=1))
@@ -219,20 +202,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_activity(args) -> int:
-    from dualsparse.runs import load_run
     from dualsparse.sparsity.activity import (
         analyze_activity,
         format_activity_table,
         write_activity_outputs,
     )
 
-    run = load_run(args.run, args.checkpoint)
-    corpus = _run_corpus(args, Path(args.run), run.vocab)
-    t = run.config.train
-    batch = args.batch_size or (t.test_batch_size if args.split == "test" else t.eval_batch_size)
-    if batch <= 0 or args.bptt <= 0:
-        raise DualsparseError("--batch-size and --bptt must be positive integers")
-    report = analyze_activity(run.model, getattr(corpus, args.split), batch, args.bptt,
+    run, data, batch = _run_split(args)
+    report = analyze_activity(run.model, data, batch, args.bptt,
                               progress=args.progress, split=args.split, config=run.config)
     out_dir = Path(args.out) if args.out else Path(args.run) / f"activity-{args.split}"
     paths = write_activity_outputs(report, out_dir, plots=not args.no_plots)
@@ -289,8 +266,9 @@ def cmd_prune(args) -> int:
     for m in record["sparsity"]["matrices"]:
         shape = "x".join(map(str, m["shape"]))
         print(f"{m['name']:<22} {shape:>12} {m['nonzero']:>9,} {m['weight_sparsity']:>9.3f}")
-    print(f"{'all RNN weights':<22} {'':>12} {record['sparsity']['weights'] - record['sparsity']['zeros']:>9,} "
-          f"{record['sparsity']['weight_sparsity']:>9.3f}")
+    total = record["sparsity"]
+    print(f"{'all RNN weights':<22} {'':>12} {total['weights'] - total['zeros']:>9,} "
+          f"{total['weight_sparsity']:>9.3f}")
     return 0
 
 

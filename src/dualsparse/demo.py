@@ -21,8 +21,8 @@ from dualsparse.data.corpus import read_corpus
 from dualsparse.data.synthetic import SourceSpec, write_corpus
 from dualsparse.errors import DualsparseError
 from dualsparse.evaluation import evaluate
+from dualsparse.fileio import atomic_write_text
 from dualsparse.runs import load_run
-from dualsparse.training.checkpoint import atomic_write_text
 from dualsparse.training.loop import train
 
 # Corpus sizes in tokens, and the per-model budget that keeps the demo ≤ 5 minutes on 2 cores.

@@ -58,14 +58,13 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dualsparse.errors import DualsparseError
+from dualsparse.fileio import atomic_write_text
 
 EOS = "<eos>"
 SPLITS = ("train", "valid", "test")
@@ -306,18 +305,6 @@ class SyntheticSource:
         return float(_entropy_nats(pair.ravel()) - _entropy_nats(previous))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _as_lines(tokens: list[str]) -> str:
     """One sentence per line; the reader's ``line.split() + ['<eos>']`` undoes it."""
     lines, words = [], []
@@ -358,7 +345,7 @@ def write_corpus(out_dir: Path, spec: SourceSpec, n_train: int, n_valid: int, n_
     summary: dict = {}
     for index, name in enumerate(SPLITS):
         tokens = source.sample(sizes[name], split_seed(spec, index), end_at_eos=True)
-        _write_atomic(out_dir / f"{name}.txt", _as_lines(tokens))
+        atomic_write_text(out_dir / f"{name}.txt", _as_lines(tokens))
         nll = float(-source.log_prob(tokens).mean())
         summary[name] = {
             "tokens": len(tokens),
@@ -371,5 +358,5 @@ def write_corpus(out_dir: Path, spec: SourceSpec, n_train: int, n_valid: int, n_
     summary["unigram_perplexity"] = math.exp(source.unigram_entropy())
     summary["bigram_perplexity"] = math.exp(source.bigram_entropy())
     summary["spec"] = asdict(spec)
-    _write_atomic(out_dir / "source.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "source.json", json.dumps(summary, indent=2) + "\n")
     return summary

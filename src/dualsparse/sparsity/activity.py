@@ -21,12 +21,9 @@ the run's ``weight_decay`` and ``bias_decay`` beside the numbers.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +31,8 @@ from tqdm.auto import tqdm
 
 from dualsparse.config import RunConfig
 from dualsparse.data.batching import batchify, get_batch
+from dualsparse.fileio import atomic_write_bytes, atomic_write_text
 from dualsparse.models.lm import LanguageModel, detach_state
-from dualsparse.training.checkpoint import atomic_write_text
 
 # ĉ is a convex combination of tanh outputs and earlier states, so |ĉ| ≤ 1, and
 # thresholds are kept in [0, 1]: ĉ − θ always lies in [−2, 1]. A fixed range makes
@@ -167,21 +164,6 @@ def histogram_quantiles(counts: np.ndarray, edges: np.ndarray,
         return {f"q{q:g}": float("nan") for q in qs}
     cumulative = np.concatenate([[0], np.cumsum(counts)])
     return {f"q{q:g}": float(np.interp(q * total, cumulative, edges)) for q in qs}
-
-
-def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Let ``write`` fill a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- measurement

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from dualsparse.errors import DualsparseError
-from dualsparse.sparsity.activity import ActivityReport, atomic_write_bytes
+from dualsparse.fileio import atomic_write_bytes
+from dualsparse.sparsity.activity import ActivityReport
 
 FORMATS = ("png", "svg")
 

@@ -28,23 +28,10 @@ from safetensors.torch import load_file, save_file, save_model
 
 from dualsparse.data.corpus import Vocabulary
 from dualsparse.errors import DualsparseError
+from dualsparse.fileio import atomic_write_text
 
 FORMAT = "dualsparse-checkpoint"
 VERSION = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
