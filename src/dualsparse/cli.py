@@ -135,7 +135,10 @@ def cmd_train(args) -> int:
         if args.out or args.preset or args.config:
             raise DualsparseError("--resume RUN takes the run's own config; drop --out/--preset/--config")
         run_dir = Path(args.resume)
-        state = read_state(checkpoint_dir(run_dir, "latest"))
+        latest = checkpoint_dir(run_dir, "latest")
+        state = read_state(latest)
+        if "config" not in state:
+            raise DualsparseError(f"{latest}/state.json has no config; the checkpoint is damaged")
         cfg = RunConfig.from_dict(state["config"], source=f"{run_dir}")
         source = _read_source(run_dir)
     else:
