@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from dualsparse.config import RunConfig, apply_overrides, resolve_config
     from dualsparse.data.download import resolve_corpus
-    from dualsparse.training.loop import train
+    from dualsparse.training.loop import check_new_run_dir, train
 
     if args.resume:
         from dualsparse.training.checkpoint import checkpoint_dir, read_state
@@ -163,6 +163,7 @@ def cmd_train(args) -> int:
         vocab = Vocabulary.load(checkpoint_dir(run_dir, "latest") / "vocab.json")
     corpus = resolve_corpus(data, dataset, cache_dir, vocab=vocab)
     if not args.resume:
+        check_new_run_dir(run_dir)  # before source.json, which would clobber the old run's
         _write_source(run_dir, data, dataset, cache_dir)
     summary = train(cfg, corpus, run_dir, resume=bool(args.resume),
                     max_minutes=args.max_minutes, progress=not args.no_progress)

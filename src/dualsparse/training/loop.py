@@ -281,6 +281,15 @@ class Trainer:
         return outcome
 
 
+def check_new_run_dir(run_dir: str | Path) -> None:
+    """A new run must not be written over an existing one."""
+    if (Path(run_dir) / "checkpoints").exists():
+        raise DualsparseError(
+            f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
+            "or choose a new --out"
+        )
+
+
 def train(
     cfg: RunConfig,
     corpus: Corpus,
@@ -296,11 +305,7 @@ def train(
         trainer = Trainer(cfg, corpus, run_dir, progress=progress)
         trainer.restore()
     else:
-        if (run_dir / "checkpoints").exists():
-            raise DualsparseError(
-                f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
-                "or choose a new --out"
-            )
+        check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "config.json", config_to_json(cfg))
         trainer = Trainer(cfg, corpus, run_dir, progress=progress)
