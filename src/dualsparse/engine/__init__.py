@@ -1,0 +1,2 @@
+"""Event-driven batch-1 inference without PyTorch: the export format (``export``), the
+compiled kernels (``kernels``, numba) and the streaming engine (``runtime``)."""

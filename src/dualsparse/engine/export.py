@@ -1,0 +1,352 @@
+"""The deployment format: pruned weights as compressed sparse columns, read without PyTorch.
+
+An export is a directory with two files::
+
+    model.json         header: format, version, architecture, every tensor's shape, vocabulary
+    model.safetensors  the tensors (numpy dtypes, no PyTorch needed to read them)
+
+Each weight matrix of an event-driven product (the products of
+``sparsity.macs``: ``layer{l}.W_ih``, EGRU ``layer{l}.U_ur`` and ``layer{l}.U_z``,
+LSTM/GRU ``layer{l}.W_hh``, ``projection``) is stored as compressed sparse
+columns, because an event (a nonzero input j) needs exactly column j:
+
+    {name}.values       float32 [nnz]      the stored nonzeros, column by column
+    {name}.row_indices  uint16 [nnz]       their rows, increasing within a column
+                        (int32 when the matrix has more than 65,536 rows)
+    {name}.col_ptr      int64 [cols + 1]   column j is values[col_ptr[j]:col_ptr[j+1]]
+
+Dense tensors: ``embedding`` [V, E] (also the decoder when tied), ``decoder.weight``
+[V, E] only when not tied, ``decoder.bias`` [V]; EGRU ``layer{l}.bias`` [3H] and
+``layer{l}.threshold`` [H]; LSTM/GRU ``layer{l}.bias_ih`` and ``layer{l}.bias_hh``.
+
+``load_export`` checks every name, dtype, shape and index range before the engine
+sees a single number, so a damaged or hand-edited file fails with one line that
+says what is wrong instead of reading out of bounds inside a compiled kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualsparse.errors import DualsparseError
+
+FORMAT = "dualsparse-engine"
+VERSION = 1
+HEADER_FILE = "model.json"
+TENSOR_FILE = "model.safetensors"
+GATES = {"egru": 3, "lstm": 4, "gru": 3}
+FIX = "export the run again with `dualsparse export RUN OUT_DIR`"
+
+
+@dataclass
+class CSCMatrix:
+    """A [rows, cols] matrix as compressed sparse columns (see the module docstring)."""
+
+    rows: int
+    cols: int
+    values: np.ndarray
+    row_indices: np.ndarray
+    col_ptr: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.shape[0])
+
+    def column_nnz(self) -> np.ndarray:
+        return np.diff(self.col_ptr)
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros((self.rows, self.cols), dtype=np.float32)
+        cols = np.repeat(np.arange(self.cols), self.column_nnz())
+        dense[self.row_indices.astype(np.int64), cols] = self.values
+        return dense
+
+
+def index_dtype(rows: int) -> np.dtype:
+    """Unsigned 16-bit row indices halve the index traffic whenever they fit."""
+    return np.dtype(np.uint16) if rows <= 65536 else np.dtype(np.int32)
+
+
+def csc_from_dense(weight: np.ndarray) -> CSCMatrix:
+    """The exact nonzeros of ``weight``, column by column, rows increasing."""
+    weight = np.asarray(weight, dtype=np.float32)
+    rows, cols = weight.shape
+    col_of, row_of = np.nonzero(weight.T)  # sorted by column, then row
+    col_ptr = np.zeros(cols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(col_of, minlength=cols), out=col_ptr[1:])
+    return CSCMatrix(rows, cols, weight.T[col_of, row_of].copy(),
+                     row_of.astype(index_dtype(rows)), col_ptr)
+
+
+def product_shapes(model_type: str, emb_size: int, hidden_sizes: list[int],
+                   projection: bool) -> dict[str, tuple[int, int]]:
+    """[rows, cols] of every sparse product, named as in ``sparsity.macs``."""
+    gates = GATES[model_type]
+    shapes: dict[str, tuple[int, int]] = {}
+    sizes = [emb_size, *hidden_sizes]
+    for layer, hidden in enumerate(hidden_sizes):
+        shapes[f"layer{layer}.W_ih"] = (gates * hidden, sizes[layer])
+        if model_type == "egru":
+            shapes[f"layer{layer}.U_ur"] = (2 * hidden, hidden)
+            shapes[f"layer{layer}.U_z"] = (hidden, hidden)
+        else:
+            shapes[f"layer{layer}.W_hh"] = (gates * hidden, hidden)
+    if projection:
+        shapes["projection"] = (emb_size, hidden_sizes[-1])
+    return shapes
+
+
+def dense_shapes(model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int,
+                 tied: bool) -> dict[str, tuple[int, ...]]:
+    gates = GATES[model_type]
+    shapes: dict[str, tuple[int, ...]] = {"embedding": (vocab_size, emb_size),
+                                          "decoder.bias": (vocab_size,)}
+    if not tied:
+        shapes["decoder.weight"] = (vocab_size, emb_size)
+    for layer, hidden in enumerate(hidden_sizes):
+        if model_type == "egru":
+            shapes[f"layer{layer}.bias"] = (gates * hidden,)
+            shapes[f"layer{layer}.threshold"] = (hidden,)
+        else:
+            shapes[f"layer{layer}.bias_ih"] = (gates * hidden,)
+            shapes[f"layer{layer}.bias_hh"] = (gates * hidden,)
+    return shapes
+
+
+@dataclass
+class ExportedModel:
+    """A validated export: the header's architecture, the matrices and the dense tensors."""
+
+    model_type: str
+    emb_size: int
+    hidden_sizes: list[int]
+    vocab_size: int
+    tied: bool
+    projection: bool
+    itos: list[str]
+    matrices: dict[str, CSCMatrix]
+    dense: dict[str, np.ndarray]
+    header: dict[str, Any]
+
+    @property
+    def decoder_weight(self) -> np.ndarray:
+        return self.dense["embedding"] if self.tied else self.dense["decoder.weight"]
+
+
+# --- writing (needs PyTorch: it reads a trained LanguageModel) -----------------------------
+
+
+def export_model(model, itos: list[str], out_dir: str | Path,
+                 source: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a ``LanguageModel`` in eval mode) and its vocabulary to ``out_dir``."""
+    from safetensors.numpy import save_file
+
+    cfg = model.cfg
+    hidden_sizes = [layer.hidden_size for layer in model.layers]
+    projection = model.projection is not None
+    tied = model.decoder.weight is model.encoder.weight
+    params = {n: p.detach().cpu().float().numpy() for n, p in model.named_parameters()}
+    # tied weights are yielded once, under the encoder's name
+    params.setdefault("decoder.weight", params["encoder.weight"])
+    tensors: dict[str, np.ndarray] = {"embedding": params["encoder.weight"],
+                                      "decoder.bias": params["decoder.bias"]}
+    if not tied:
+        tensors["decoder.weight"] = params["decoder.weight"]
+    matrices: dict[str, np.ndarray] = {}
+    for layer, hidden in enumerate(hidden_sizes):
+        p = f"layers.{layer}"
+        matrices[f"layer{layer}.W_ih"] = params[f"{p}.weight_ih"]
+        if cfg.type == "egru":
+            matrices[f"layer{layer}.U_ur"] = params[f"{p}.weight_hh"][: 2 * hidden]
+            matrices[f"layer{layer}.U_z"] = params[f"{p}.weight_hh"][2 * hidden:]
+            tensors[f"layer{layer}.bias"] = params[f"{p}.bias"]
+            tensors[f"layer{layer}.threshold"] = params[f"{p}.threshold"]
+        else:
+            matrices[f"layer{layer}.W_hh"] = params[f"{p}.weight_hh"]
+            tensors[f"layer{layer}.bias_ih"] = params[f"{p}.bias_ih"]
+            tensors[f"layer{layer}.bias_hh"] = params[f"{p}.bias_hh"]
+    if projection:
+        matrices["projection"] = params["projection.weight"]
+    header_matrices = {}
+    for name, weight in matrices.items():
+        csc = csc_from_dense(weight)
+        tensors[f"{name}.values"] = csc.values
+        tensors[f"{name}.row_indices"] = csc.row_indices
+        tensors[f"{name}.col_ptr"] = csc.col_ptr
+        header_matrices[name] = {"shape": [csc.rows, csc.cols], "nnz": csc.nnz,
+                                 "index_dtype": str(csc.row_indices.dtype)}
+    header = {"format": FORMAT, "version": VERSION, "model_type": cfg.type,
+              "emb_size": cfg.emb_size, "hidden_sizes": hidden_sizes,
+              "vocab_size": model.vocab_size, "tied": tied, "projection": projection,
+              "matrices": header_matrices,
+              "dense": {n: list(t.shape) for n, t in tensors.items()
+                        if not n.endswith((".values", ".row_indices", ".col_ptr"))},
+              "source": source or {}, "itos": list(itos)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{TENSOR_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({n: np.ascontiguousarray(t) for n, t in tensors.items()}, tmp,
+                  metadata={"format": FORMAT, "version": str(VERSION)})
+        os.replace(tmp, out_dir / TENSOR_FILE)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    from dualsparse.training.checkpoint import atomic_write_text
+
+    atomic_write_text(out_dir / HEADER_FILE, json.dumps(header, ensure_ascii=False) + "\n")
+    return out_dir
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best") -> Path:
+    """Export a trained (possibly pruned) run's checkpoint for the engine."""
+    from dualsparse.runs import load_run
+
+    run = load_run(run_dir, checkpoint)
+    return export_model(run.model, run.vocab.itos, out_dir,
+                        source={"run": str(run_dir), "checkpoint": str(run.checkpoint)})
+
+
+# --- reading and validation (numpy only) ---------------------------------------------------
+
+
+def _bad(path: Path, what: str) -> DualsparseError:
+    return DualsparseError(f"{path}: {what}; {FIX}")
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DualsparseError(f"{path} is missing; give a directory written by "
+                              "`dualsparse export`") from None
+    except (OSError, ValueError) as exc:
+        raise _bad(path, f"is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise _bad(path, f"is not a {FORMAT} header")
+    if header.get("version") != VERSION:
+        raise _bad(path, f"has format version {header.get('version')!r}, this dualsparse "
+                         f"reads version {VERSION}")
+    model_type = header.get("model_type")
+    if model_type not in GATES:
+        raise _bad(path, f"model_type {model_type!r} is not one of {', '.join(GATES)}")
+
+    def positive(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    sizes = header.get("hidden_sizes")
+    if not (positive(header.get("emb_size")) and positive(header.get("vocab_size"))
+            and isinstance(sizes, list) and sizes and all(positive(s) for s in sizes)):
+        raise _bad(path, "emb_size, vocab_size and hidden_sizes must be positive integers")
+    for key in ("tied", "projection"):
+        if not isinstance(header.get(key), bool):
+            raise _bad(path, f"'{key}' must be true or false")
+    if header["projection"] != (sizes[-1] != header["emb_size"]):
+        raise _bad(path, "'projection' disagrees with emb_size and the last hidden size")
+    itos = header.get("itos")
+    if not (isinstance(itos, list) and len(itos) == header["vocab_size"]
+            and all(isinstance(w, str) and w.split() == [w] for w in itos)
+            and len(set(itos)) == len(itos)):
+        raise _bad(path, f"'itos' must list {header['vocab_size']} distinct single words")
+    return header
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise DualsparseError(f"{path} is missing; {FIX}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _bad(path, f"is truncated or corrupted ({reason})") from None
+
+
+def _take(tensors: dict[str, np.ndarray], path: Path, name: str, shape: tuple[int, ...],
+          dtypes: tuple[type, ...]) -> np.ndarray:
+    if name not in tensors:
+        raise _bad(path, f"tensor {name} is missing")
+    array = tensors[name]
+    if array.dtype not in [np.dtype(d) for d in dtypes]:
+        raise _bad(path, f"tensor {name} has dtype {array.dtype}, expected "
+                         f"{' or '.join(np.dtype(d).name for d in dtypes)}")
+    if tuple(array.shape) != tuple(shape):
+        raise _bad(path, f"tensor {name} has shape {list(array.shape)}, expected {list(shape)}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise _bad(path, f"tensor {name} holds NaN or infinite values")
+    return np.ascontiguousarray(array)
+
+
+def _take_csc(tensors: dict[str, np.ndarray], path: Path, name: str,
+              shape: tuple[int, int]) -> CSCMatrix:
+    rows, cols = shape
+    col_ptr = _take(tensors, path, f"{name}.col_ptr", (cols + 1,), (np.int64,))
+    if col_ptr[0] != 0 or (np.diff(col_ptr) < 0).any():
+        raise _bad(path, f"{name}.col_ptr must start at 0 and never decrease")
+    nnz = int(col_ptr[-1])
+    if nnz > rows * cols:
+        raise _bad(path, f"{name} claims {nnz} nonzeros in a {rows}x{cols} matrix")
+    values = _take(tensors, path, f"{name}.values", (nnz,), (np.float32,))
+    row_indices = _take(tensors, path, f"{name}.row_indices", (nnz,), (index_dtype(rows),))
+    if nnz and int(row_indices.max()) >= rows:
+        raise _bad(path, f"{name}.row_indices has row {int(row_indices.max())} outside "
+                         f"0..{rows - 1}")
+    # rows strictly increase inside each column: no duplicates, cache-friendly order
+    steps = np.diff(row_indices.astype(np.int64))
+    new_column = np.zeros(max(nnz - 1, 0), dtype=bool)
+    starts = col_ptr[1:-1]
+    new_column[starts[(starts > 0) & (starts < nnz)] - 1] = True
+    if (steps[~new_column] <= 0).any():
+        raise _bad(path, f"{name}.row_indices must increase strictly within each column")
+    return CSCMatrix(rows, cols, values, row_indices, col_ptr)
+
+
+def load_export(directory: str | Path) -> ExportedModel:
+    """Read and validate an export directory (see the module docstring for the layout)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DualsparseError(f"model directory {directory} does not exist; write one with "
+                              "`dualsparse export RUN OUT_DIR`")
+    header_path, tensor_path = directory / HEADER_FILE, directory / TENSOR_FILE
+    header = _read_header(header_path)
+    tensors = _read_tensors(tensor_path)
+    model_type, emb, sizes = header["model_type"], header["emb_size"], header["hidden_sizes"]
+    shapes = product_shapes(model_type, emb, sizes, header["projection"])
+    declared = header.get("matrices")
+    if not isinstance(declared, dict) or set(declared) != set(shapes):
+        raise _bad(header_path, f"'matrices' must describe exactly {', '.join(shapes)}")
+    for name, shape in shapes.items():
+        if not isinstance(declared[name], dict) or declared[name].get("shape") != list(shape):
+            raise _bad(header_path, f"matrix {name} must have shape {list(shape)} for this "
+                                    "architecture")
+    matrices = {name: _take_csc(tensors, tensor_path, name, shape)
+                for name, shape in shapes.items()}
+    dense = {name: _take(tensors, tensor_path, name, shape, (np.float32,))
+             for name, shape in dense_shapes(model_type, emb, sizes, header["vocab_size"],
+                                             header["tied"]).items()}
+    expected = set(dense) | {f"{m}.{part}" for m in matrices
+                             for part in ("values", "row_indices", "col_ptr")}
+    unexpected = sorted(set(tensors) - expected)
+    if unexpected:
+        raise _bad(tensor_path, f"holds tensors this format does not define ({unexpected[:3]})")
+    return ExportedModel(model_type, emb, list(sizes), header["vocab_size"], header["tied"],
+                         header["projection"], list(header["itos"]), matrices, dense, header)
+
+
+def weight_sparsity(model: ExportedModel) -> float:
+    """Fraction of zeros over the pruned (RNN and projection) matrices."""
+    total = sum(m.rows * m.cols for m in model.matrices.values())
+    return 1.0 - sum(m.nnz for m in model.matrices.values()) / max(total, 1)
+
+
+def memory_bytes(arrays: list[np.ndarray]) -> int:
+    return sum(int(a.nbytes) for a in arrays)

@@ -1,0 +1,191 @@
+"""Compiled (numba) kernels of one streaming step: event-driven products and the cells.
+
+The products are column scatters over compressed sparse columns: for every
+*active* input j (a_j ≠ 0, listed in ``active[:n_active]``) add a_j · W[:, j]
+into the accumulator, reading only the stored nonzeros of that column. This is
+exactly the event-driven cost Σ_j [a_j ≠ 0] · nnz(W[:, j]) that ``sparsity.macs``
+counts, and every kernel returns or accumulates that count, so the engine's MAC
+numbers are measured on the work it actually did.
+
+Each cell kernel does a whole layer for one token (all gates: input product,
+recurrent products, nonlinearities, state update) and writes the list of its
+nonzero outputs, which is the ``active`` list of the next layer and of its own
+recurrent product at the next token. Nothing here allocates: accumulators and
+state are preallocated by ``runtime``.
+
+``stats`` of a layer (int64 [5]): event MACs of the input product, of the
+recurrent product(s) (EGRU: U_ur, U_z; LSTM/GRU: W_hh, 0), active inputs summed
+over tokens, active recurrent inputs summed over tokens.
+
+The arithmetic follows the PyTorch layers operation for operation (σ, tanh,
+ĉ = c + u (z − c), reset by subtraction; LSTM and GRU in torch's gate order) in
+float32, so log-probabilities agree to float rounding (the summation order of
+the products differs).
+"""
+
+from __future__ import annotations
+
+import math
+
+from dualsparse.errors import DualsparseError
+
+try:
+    import numba
+    from numba import njit
+except ImportError:  # the engine refuses to start (require_numba); importing stays possible
+    numba = None
+
+    def njit(*args, **kwargs):
+        if args and callable(args[0]):
+            return args[0]
+        return lambda function: function
+
+
+def require_numba() -> None:
+    if numba is None:
+        raise DualsparseError("the inference engine needs numba, which is not installed; "
+                              "install it with: pip install 'dualsparse[engine]'")
+
+
+@njit(cache=True, inline="always")
+def _scatter(acc, offset, values, rows, col_ptr, x, active, n_active):
+    """acc[offset + i] += Σ_{active j} W[i, j] · x[j]; returns the MACs done."""
+    macs = 0
+    for a in range(n_active):
+        j = active[a]
+        xj = x[j]
+        start, stop = col_ptr[j], col_ptr[j + 1]
+        for k in range(start, stop):
+            acc[offset + rows[k]] += values[k] * xj
+        macs += stop - start
+    return macs
+
+
+@njit(cache=True, inline="always")
+def _sigmoid(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+@njit(cache=True)
+def find_active(x, active):
+    """Indices of the nonzero entries of ``x`` into ``active``; returns how many."""
+    n = 0
+    for j in range(x.shape[0]):
+        if x[j] != 0.0:
+            active[n] = j
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def egru_step(base, x, x_active, n_x, wih_v, wih_r, wih_p, uur_v, uur_r, uur_p,
+              uz_v, uz_r, uz_p, threshold, c, y, y_active, n_y, acc, ry, stats):
+    """One EGRU layer, one token (DEVELOPERS.md, "EGRU cell"); returns the new n_y.
+
+    ``base`` is the bias [3H], or the row of the first-layer table W_ih·E + b (then
+    n_x = 0 and the input product is already done).
+    """
+    hidden = c.shape[0]
+    acc[:] = base
+    stats[0] += _scatter(acc, 0, wih_v, wih_r, wih_p, x, x_active, n_x)
+    stats[1] += _scatter(acc, 0, uur_v, uur_r, uur_p, y, y_active, n_y)
+    stats[3] += n_x
+    stats[4] += n_y
+    for i in range(2 * hidden):
+        acc[i] = _sigmoid(acc[i])
+    for a in range(n_y):  # r ⊙ y_{t-1} is nonzero exactly where y_{t-1} is
+        j = y_active[a]
+        ry[j] = acc[hidden + j] * y[j]
+    stats[2] += _scatter(acc, 2 * hidden, uz_v, uz_r, uz_p, ry, y_active, n_y)
+    n = 0
+    for i in range(hidden):
+        z = math.tanh(acc[2 * hidden + i])
+        c_pre = c[i] + acc[i] * (z - c[i])
+        if c_pre > threshold[i]:
+            y[i] = c_pre
+            c[i] = c_pre - threshold[i]
+            y_active[n] = i
+            n += 1
+        else:
+            y[i] = 0.0
+            c[i] = c_pre
+    return n
+
+
+@njit(cache=True)
+def lstm_step(base, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r, whh_p,
+              c, h, h_active, n_h, acc, stats):
+    """One LSTM layer, one token (gates i, f, g, o); ``base`` = b_ih + b_hh or a table row."""
+    hidden = c.shape[0]
+    acc[:] = base
+    stats[0] += _scatter(acc, 0, wih_v, wih_r, wih_p, x, x_active, n_x)
+    stats[1] += _scatter(acc, 0, whh_v, whh_r, whh_p, h, h_active, n_h)
+    stats[3] += n_x
+    stats[4] += n_h
+    n = 0
+    for i in range(hidden):
+        gate_i = _sigmoid(acc[i])
+        gate_f = _sigmoid(acc[hidden + i])
+        gate_g = math.tanh(acc[2 * hidden + i])
+        gate_o = _sigmoid(acc[3 * hidden + i])
+        c[i] = gate_f * c[i] + gate_i * gate_g
+        h[i] = gate_o * math.tanh(c[i])
+        if h[i] != 0.0:
+            h_active[n] = i
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def gru_step(base, bias_hh, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r, whh_p,
+             h, h_active, n_h, gi, gh, stats):
+    """One GRU layer, one token (gates r, z, n; n = tanh(W_in x + b_in + r (W_hn h + b_hn)))."""
+    hidden = h.shape[0]
+    gi[:] = base
+    gh[:] = bias_hh
+    stats[0] += _scatter(gi, 0, wih_v, wih_r, wih_p, x, x_active, n_x)
+    stats[1] += _scatter(gh, 0, whh_v, whh_r, whh_p, h, h_active, n_h)
+    stats[3] += n_x
+    stats[4] += n_h
+    n = 0
+    for i in range(hidden):
+        r = _sigmoid(gi[i] + gh[i])
+        z = _sigmoid(gi[hidden + i] + gh[hidden + i])
+        cand = math.tanh(gi[2 * hidden + i] + r * gh[2 * hidden + i])
+        h[i] = (1.0 - z) * cand + z * h[i]
+        if h[i] != 0.0:
+            h_active[n] = i
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def sparse_product(out, values, rows, col_ptr, x, x_active, n_x, out_active, stats):
+    """out = W·x for the projection, then the active list of ``out``; returns its length."""
+    out[:] = 0.0
+    stats[0] += _scatter(out, 0, values, rows, col_ptr, x, x_active, n_x)
+    stats[1] += n_x
+    return find_active(out, out_active)
+
+
+@njit(cache=True)
+def decoder_logits(bias, weight_t, col_nnz, x, x_active, n_x, logits, stats):
+    """logits = b + Σ_{active j} x_j · D[:, j] from the transposed decoder ``weight_t``
+    [E, V] (a dense column gather: the decoder is not pruned); returns log Σ exp(logits)."""
+    logits[:] = bias
+    vocab = logits.shape[0]
+    for a in range(n_x):
+        j = x_active[a]
+        xj = x[j]
+        for v in range(vocab):
+            logits[v] += weight_t[j, v] * xj
+        stats[0] += col_nnz[j]  # exact zeros of D count as no MACs, as in sparsity.macs
+    stats[1] += n_x
+    top = logits[0]
+    for v in range(1, vocab):
+        if logits[v] > top:
+            top = logits[v]
+    total = 0.0
+    for v in range(vocab):
+        total += math.exp(float(logits[v]) - top)
+    return top + math.log(total)

@@ -1,0 +1,249 @@
+"""The streaming engine: batch 1, one token at a time, event-driven in every product.
+
+Per token: the first layer reads the embedding row (or a row of the precomputed
+table W_ih·E + b), each layer runs one compiled kernel over the active inputs of
+its input and of its own previous output, the projection (if any) runs on the
+last layer's active outputs, and the decoder adds one dense column per active
+entry of its input. Python does only the dispatch between these calls.
+
+Counts (``Engine.counts``) are those of ``sparsity.macs.measure_macs`` at batch
+size 1: per product the active inputs and the event-driven MACs summed over
+tokens, and per layer the activity (fraction of nonzero outputs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualsparse.engine import kernels
+from dualsparse.engine.export import ExportedModel, load_export
+from dualsparse.errors import DualsparseError
+
+EOS, UNK = "<eos>", "<unk>"
+
+
+class _Layer:
+    """One recurrent layer: its matrices as kernel arguments, its state and scratch."""
+
+    def __init__(self, model: ExportedModel, index: int) -> None:
+        kind, hidden = model.model_type, model.hidden_sizes[index]
+        self.kind, self.hidden, self.name = kind, hidden, f"layer{index}"
+        m, d = model.matrices, model.dense
+        self.w_ih = m[f"layer{index}.W_ih"]
+        self.recurrent = ([m[f"layer{index}.U_ur"], m[f"layer{index}.U_z"]] if kind == "egru"
+                          else [m[f"layer{index}.W_hh"]])
+        gates = self.w_ih.rows
+        if kind == "egru":
+            self.base, self.threshold = d[f"layer{index}.bias"], d[f"layer{index}.threshold"]
+        elif kind == "lstm":
+            self.base = d[f"layer{index}.bias_ih"] + d[f"layer{index}.bias_hh"]
+        else:
+            self.base, self.bias_hh = d[f"layer{index}.bias_ih"], d[f"layer{index}.bias_hh"]
+        self.acc = np.zeros(gates, dtype=np.float32)
+        self.scratch = np.zeros(gates if kind == "gru" else hidden, dtype=np.float32)
+        self.out = np.zeros(hidden, dtype=np.float32)  # y (EGRU) or h
+        self.cell = np.zeros(hidden, dtype=np.float32)  # c (EGRU, LSTM)
+        self.active = np.zeros(hidden, dtype=np.int64)
+        self.stats = np.zeros(5, dtype=np.int64)
+        self.csc = [a for w in (self.w_ih, *self.recurrent)
+                    for a in (w.values, w.row_indices, w.col_ptr)]
+        self.reset()
+
+    def reset(self) -> None:
+        self.out[:] = 0.0
+        self.cell[:] = 0.0
+        self.n_active = 0
+        self.active_outputs = 0
+
+    def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
+        if self.kind == "egru":
+            n = kernels.egru_step(base, x, x_active, n_x, *self.csc, self.threshold, self.cell,
+                                  self.out, self.active, self.n_active, self.acc, self.scratch,
+                                  self.stats)
+        elif self.kind == "lstm":
+            n = kernels.lstm_step(base, x, x_active, n_x, *self.csc, self.cell, self.out,
+                                  self.active, self.n_active, self.acc, self.stats)
+        else:
+            n = kernels.gru_step(base, self.bias_hh, x, x_active, n_x, *self.csc, self.out,
+                                 self.active, self.n_active, self.acc, self.scratch, self.stats)
+        self.n_active = n
+        self.active_outputs += n
+        return n
+
+
+class Engine:
+    """Batch-1 streaming inference on an exported model (see ``engine.export``).
+
+    ``input_table=True`` precomputes W_ih·E + b of the first layer for the whole
+    vocabulary (``table_bytes`` says what it costs): the first layer's input
+    product becomes one row read.
+    """
+
+    def __init__(self, model: ExportedModel, *, input_table: bool = False) -> None:
+        kernels.require_numba()
+        self.model = model
+        self.itos = model.itos
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.embedding = model.dense["embedding"]
+        self.layers = [_Layer(model, i) for i in range(len(model.hidden_sizes))]
+        self._chain = list(zip(self.layers, [la.base for la in self.layers[1:]] + [None],
+                               strict=True))
+        self.emb_active = np.zeros(model.emb_size, dtype=np.int64)
+        self.projection = model.matrices.get("projection")
+        if self.projection is not None:
+            self.projected = np.zeros(model.emb_size, dtype=np.float32)
+            self.projected_active = np.zeros(model.emb_size, dtype=np.int64)
+            self.projection_stats = np.zeros(2, dtype=np.int64)
+        decoder = model.decoder_weight
+        self.decoder_t = np.ascontiguousarray(decoder.T)  # column j of D is one row here
+        self.decoder_col_nnz = (decoder != 0).sum(axis=0).astype(np.int64)
+        self.decoder_bias = model.dense["decoder.bias"]
+        self.decoder_stats = np.zeros(2, dtype=np.int64)
+        self.logits = np.zeros(model.vocab_size, dtype=np.float32)
+        self.log_normalizer = 0.0
+        self.table = None
+        if input_table:
+            self._build_input_table()
+        self.reset()
+
+    @classmethod
+    def load(cls, directory: str | Path, *, input_table: bool = False) -> Engine:
+        return cls(load_export(directory), input_table=input_table)
+
+    def _build_input_table(self) -> None:
+        first = self.layers[0]
+        nonzero = self.embedding != 0
+        self.table = np.ascontiguousarray(
+            self.embedding @ first.w_ih.to_dense().T + first.base, dtype=np.float32)
+        self.table_macs = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
+        self.table_active = nonzero.sum(axis=1).astype(np.int64)
+
+    @property
+    def table_bytes(self) -> int:
+        return 0 if self.table is None else int(self.table.nbytes)
+
+    def reset(self) -> None:
+        """Zero state and zero counts (the start of a text)."""
+        for layer in self.layers:
+            layer.reset()
+            layer.stats[:] = 0
+        self.decoder_stats[:] = 0
+        if self.projection is not None:
+            self.projection_stats[:] = 0
+        self.tokens = 0
+
+    def step(self, token: int) -> float:
+        """Feed one token id; leaves the next-token logits in ``self.logits`` and returns
+        their log-normalizer log Σ exp(logits)."""
+        first = self.layers[0]
+        x = self.embedding[token]
+        if self.table is not None:  # the input product is already in the table row
+            base, n_x = self.table[token], 0
+            first.stats[0] += self.table_macs[token]
+            first.stats[3] += self.table_active[token]
+        else:
+            base, n_x = first.base, kernels.find_active(x, self.emb_active)
+        x_active = self.emb_active
+        for layer, next_base in self._chain:
+            n_x = layer.step(base, x, x_active, n_x)
+            x, x_active, base = layer.out, layer.active, next_base
+        if self.projection is not None:
+            p = self.projection
+            n_x = kernels.sparse_product(self.projected, p.values, p.row_indices, p.col_ptr, x,
+                                         x_active, n_x, self.projected_active,
+                                         self.projection_stats)
+            x, x_active = self.projected, self.projected_active
+        self.log_normalizer = kernels.decoder_logits(self.decoder_bias, self.decoder_t,
+                                                     self.decoder_col_nnz, x, x_active, n_x,
+                                                     self.logits, self.decoder_stats)
+        self.tokens += 1
+        return self.log_normalizer
+
+    def log_prob(self, token: int) -> float:
+        """log p(token | everything fed so far)."""
+        return float(self.logits[token]) - self.log_normalizer
+
+    def score(self, token_ids: list[int] | np.ndarray) -> np.ndarray:
+        """log p(w_{t+1} | w_1..w_t) for t = 1..N−1, from the current state (float64 [N−1])."""
+        out = np.empty(max(len(token_ids) - 1, 0), dtype=np.float64)
+        for t in range(len(out)):
+            self.step(int(token_ids[t]))
+            out[t] = self.log_prob(int(token_ids[t + 1]))
+        return out
+
+    def generate(self, prompt_ids: list[int], max_tokens: int, temperature: float = 1.0,
+                 seed: int = 0) -> list[int]:
+        """Feed the prompt (``<eos>`` if empty), then sample ``max_tokens`` ids from
+        softmax(logits / temperature); temperature 0 takes the most likely id."""
+        if temperature < 0 or not np.isfinite(temperature):
+            raise DualsparseError(f"--temperature {temperature} must be >= 0 (0 = greedy)")
+        rng = np.random.default_rng(seed)
+        for token in prompt_ids or [self.token_id(EOS)]:
+            self.step(int(token))
+        sampled = []
+        for _ in range(max_tokens):
+            if temperature == 0:
+                token = int(np.argmax(self.logits))
+            else:
+                scaled = (self.logits.astype(np.float64) - self.logits.max()) / temperature
+                cumulative = np.cumsum(np.exp(scaled))
+                token = int(np.searchsorted(cumulative, rng.random() * cumulative[-1],
+                                            side="right"))
+                token = min(token, len(cumulative) - 1)
+            sampled.append(token)
+            self.step(token)
+        return sampled
+
+    def token_id(self, word: str) -> int:
+        if word not in self.stoi:
+            raise DualsparseError(f"the model's vocabulary has no {word}; export a model "
+                                  "trained on a corpus with it")
+        return self.stoi[word]
+
+    def encode(self, words: list[str]) -> tuple[list[int], int]:
+        """Ids of ``words`` (unknown words become ``<unk>``) and how many were unknown."""
+        ids = [self.stoi.get(w, -1) for w in words]
+        unknown = ids.count(-1)
+        if unknown:
+            unk = self.token_id(UNK)
+            ids = [unk if i < 0 else i for i in ids]
+        return ids, unknown
+
+    def counts(self) -> dict[str, Any]:
+        """Per product (named as in ``sparsity.macs``): active inputs and event MACs summed
+        over the tokens fed since ``reset``; per layer: activity."""
+        products: dict[str, dict[str, Any]] = {}
+
+        def add(name: str, weight_nonzero: int, active: int, macs: int) -> None:
+            products[name] = {"weight_nonzero": int(weight_nonzero),
+                              "active_inputs": int(active), "event_macs_total": int(macs)}
+
+        for layer in self.layers:
+            s = layer.stats
+            add(f"{layer.name}.W_ih", layer.w_ih.nnz, s[3], s[0])
+            names = ["U_ur", "U_z"] if layer.kind == "egru" else ["W_hh"]
+            for k, (name, w) in enumerate(zip(names, layer.recurrent, strict=True)):
+                add(f"{layer.name}.{name}", w.nnz, s[4], s[1 + k])
+        if self.projection is not None:
+            add("projection", self.projection.nnz, self.projection_stats[1],
+                self.projection_stats[0])
+        add("decoder", self.decoder_col_nnz.sum(), self.decoder_stats[1], self.decoder_stats[0])
+        tokens = max(self.tokens, 1)
+        activity = [layer.active_outputs / (tokens * layer.hidden) for layer in self.layers]
+        rnn = sum(v["event_macs_total"] for k, v in products.items() if k.startswith("layer"))
+        head = sum(v["event_macs_total"] for k, v in products.items()
+                   if not k.startswith("layer"))
+        return {"tokens": self.tokens, "products": products, "layer_activity": activity,
+                "event_macs_per_token": {"rnn": rnn / tokens, "full": (rnn + head) / tokens}}
+
+
+def encode_text_lines(text: str) -> list[str]:
+    """The corpus convention (``data.corpus``): each line's words, then ``<eos>``."""
+    words: list[str] = []
+    for line in text.splitlines():
+        words.extend(line.split())
+        words.append(EOS)
+    return words
