@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from dualsparse.config import RunConfig
+from dualsparse.errors import DualsparseError
 
 # Real corpora for development (read-only); tests using them skip when absent.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -46,6 +47,24 @@ the market closed early on friday and rose on monday
 def ptb_format(text: str) -> str:
     """Mikolov's files pad every line with one space on each side."""
     return "".join(f" {line} \n" for line in text.splitlines())
+
+
+def error_message(call, *args) -> str:
+    """The message of the DualsparseError that ``call(*args)`` must raise."""
+    with pytest.raises(DualsparseError) as info:
+        call(*args)
+    return str(info.value)
+
+
+def file_contents(directory: Path) -> dict[Path, bytes]:
+    """Every file below ``directory`` with its bytes: compare before/after to see any write."""
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def temp_files(directory: Path) -> list[Path]:
+    """Leftovers of interrupted atomic writes (checkpoint dirs and tempfiles)."""
+    return [p for p in directory.rglob("*")
+            if p.name.startswith(".incoming-") or p.name.endswith(".tmp")]
 
 
 def write_tiny_corpus(directory: Path) -> Path:

@@ -3,6 +3,7 @@ import json
 import pytest
 import yaml
 
+from conftest import error_message
 from dualsparse.config import (
     RunConfig,
     apply_overrides,
@@ -12,13 +13,6 @@ from dualsparse.config import (
     preset_names,
     resolve_config,
 )
-from dualsparse.errors import DualsparseError
-
-
-def error_message(call, *args) -> str:
-    with pytest.raises(DualsparseError) as info:
-        call(*args)
-    return str(info.value)
 
 
 def test_the_shipped_presets_are_listed():

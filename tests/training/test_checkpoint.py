@@ -1,0 +1,153 @@
+"""Checkpoints: exact round trips, tied weights stored once, atomic writes, damage reported."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from conftest import error_message, tiny_run_config
+from dualsparse.data.corpus import Vocabulary
+from dualsparse.models.lm import LanguageModel
+from dualsparse.training import checkpoint as ckpt
+from dualsparse.training.optim import make_optimizer
+
+VOCAB = Vocabulary(["the", "cat", "sat", "<eos>", "<unk>"])
+
+
+def tiny_model(seed: int, **model) -> LanguageModel:
+    torch.manual_seed(seed)
+    return LanguageModel(tiny_run_config(model).model, len(VOCAB))
+
+
+def save(run_dir: Path, model: LanguageModel, epoch: int = 1, **kwargs) -> Path:
+    return ckpt.save_checkpoint(run_dir, model, VOCAB, {"epoch": epoch, "global_step": epoch},
+                                **kwargs)
+
+
+def test_round_trip_restores_weights_exactly_and_keeps_the_tie(tmp_path):
+    saved = tiny_model(seed=0)
+    path = save(tmp_path, saved)
+    loaded = tiny_model(seed=1)
+    ckpt.load_model_weights(loaded, path / "model.safetensors")
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert loaded.decoder.weight is loaded.encoder.weight
+    assert Vocabulary.load(path / "vocab.json") == VOCAB
+
+
+def test_tied_weights_are_stored_once(tmp_path):
+    model = tiny_model(seed=0)
+    path = save(tmp_path, model) / "model.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        keys = set(handle.keys())
+    assert len(keys & {"encoder.weight", "decoder.weight"}) == 1
+    assert keys | {"encoder.weight", "decoder.weight"} == set(model.state_dict())
+
+
+def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path):
+    cfg = tiny_run_config()
+    model = tiny_model(seed=0)
+    optimizer = make_optimizer(model, cfg.train)
+    batch = torch.randint(0, len(VOCAB), (6, 2), generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(batch).logits.logsumexp(-1).mean().backward()
+        optimizer.step()
+    tensors, groups = ckpt.flatten_optimizer(optimizer.state_dict())
+    path = tmp_path / "training.safetensors"
+    save_file(tensors, str(path))
+    groups = json.loads(json.dumps(groups))
+    twin = tiny_model(seed=0)
+    twin.load_state_dict(model.state_dict())
+    twin_optimizer = make_optimizer(twin, cfg.train)
+    twin_optimizer.load_state_dict(ckpt.unflatten_optimizer(ckpt.read_tensors(path), groups))
+    for step_model, step_optimizer in ((model, optimizer), (twin, twin_optimizer)):
+        torch.manual_seed(1)  # the same dropout masks for both
+        step_optimizer.zero_grad()
+        step_model(batch).logits.logsumexp(-1).mean().backward()
+        step_optimizer.step()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(twin.state_dict()[name], tensor), name
+
+
+def test_pointers_name_complete_checkpoints_and_old_ones_are_collected(tmp_path):
+    model = tiny_model(seed=0)
+    first = save(tmp_path, model, epoch=1, pointers=("latest", "best"))
+    second = save(tmp_path, model, epoch=2)
+    assert ckpt.checkpoint_dir(tmp_path, "latest") == second
+    assert ckpt.checkpoint_dir(tmp_path, "best") == first
+    third = save(tmp_path, model, epoch=3, pointers=("latest", "best"))
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {
+        third.name, "latest.json", "best.json"}
+    assert not second.exists() and not first.exists()
+
+
+def test_best_falls_back_to_latest(tmp_path):
+    latest = save(tmp_path, tiny_model(seed=0))
+    assert ckpt.checkpoint_dir(tmp_path, "best") == latest
+
+
+def test_failed_write_leaves_the_previous_checkpoint_in_use(tmp_path, monkeypatch):
+    model = tiny_model(seed=0)
+    good = save(tmp_path, model, epoch=1)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", disk_full)
+    with pytest.raises(OSError):
+        save(tmp_path, model, epoch=2)
+    assert ckpt.checkpoint_dir(tmp_path, "latest") == good
+    leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert sorted(leftovers) == sorted([good.name, "latest.json"])
+
+
+def test_another_architecture_is_reported_before_any_weight_changes(tmp_path):
+    path = save(tmp_path, tiny_model(seed=0, hidden_sizes=[16, 8])) / "model.safetensors"
+    model = tiny_model(seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    message = error_message(ckpt.load_model_weights, model, path)
+    assert "different architecture" in message and "shape mismatch" in message
+    assert "layers.1.bias (24,) vs (36,)" in message
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    lstm = tiny_model(seed=1, type="lstm")
+    assert "missing" in error_message(ckpt.load_model_weights, lstm, path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty"])
+def test_damaged_safetensors_is_one_clear_error(tmp_path, damage):
+    path = save(tmp_path, tiny_model(seed=0)) / "model.safetensors"
+    data = path.read_bytes()
+    garbage = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+    path.write_bytes({"truncated": data[: len(data) // 2],
+                      "random bytes": bytes(garbage.to(torch.uint8).tolist()),
+                      "empty": b""}[damage])
+    message = error_message(ckpt.load_model_weights, tiny_model(seed=0), path)
+    assert "truncated or corrupted" in message and str(path) in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [(None, "is missing"),
+     ('{"format": "dualsparse-checkpoint", "vers', "is not valid JSON"),
+     ('["a list"]', "is not a dualsparse checkpoint"),
+     ('{"format": "dualsparse-checkpoint", "version": 99}', "format version 99")],
+)
+def test_damaged_state_json(tmp_path, text, expected):
+    path = save(tmp_path, tiny_model(seed=0))
+    if text is None:
+        (path / "state.json").unlink()
+    else:
+        (path / "state.json").write_text(text, encoding="utf-8")
+    assert expected in error_message(ckpt.read_state, path)
+
+
+def test_run_dir_without_checkpoint_or_with_a_damaged_pointer(tmp_path):
+    assert "does not exist" in error_message(ckpt.checkpoint_dir, tmp_path / "absent")
+    assert "has no checkpoint" in error_message(ckpt.checkpoint_dir, tmp_path)
+    save(tmp_path, tiny_model(seed=0))
+    (tmp_path / "checkpoints" / "latest.json").write_text("{not json", encoding="utf-8")
+    assert "latest.json is corrupted" in error_message(ckpt.checkpoint_dir, tmp_path)
