@@ -119,6 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
+    p = sub.add_parser("export", help="write a run as a sparse deployment model for the engine",
+                       description="Export a trained (possibly pruned) run: weights as compressed "
+                                   "sparse columns in safetensors, a JSON header with shapes and "
+                                   "the vocabulary (docs/engine.md).")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("out", metavar="OUT_DIR", help="directory to write model.json and "
+                                                  "model.safetensors into")
+    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+
+    p = sub.add_parser("generate", help="sample text from an exported model on the engine",
+                       description="Feed a prompt to the event-driven engine and sample words.")
+    p.add_argument("model", metavar="MODEL", help="directory written by `dualsparse export`")
+    p.add_argument("--prompt", default="", help="words to start from (default: a new sentence)")
+    p.add_argument("--max-tokens", type=int, default=30, help="words to sample (default 30)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softmax temperature; 0 = always the most likely word (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("score", help="per-token log-probabilities and perplexity on the engine",
+                       description="Score a text file (one sentence per line, as the corpora) "
+                                   "with the event-driven engine, state carried from the first "
+                                   "word to the last.")
+    p.add_argument("model", metavar="MODEL", help="directory written by `dualsparse export`")
+    p.add_argument("file", metavar="FILE", help="text file to score")
+    p.add_argument("--per-token", action="store_true",
+                   help="also print one line per token: position, word, log-probability")
+    p.add_argument("--json", action="store_true", help="print JSON (with per-token log-probs)")
+
     sub.add_parser("presets", help="list the shipped presets",
                    description="List the shipped presets.")
     return parser
@@ -331,6 +360,73 @@ def cmd_macs(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from dualsparse.engine.export import export_run, load_export, weight_sparsity
+
+    out = export_run(args.run, args.out, args.checkpoint)
+    model = load_export(out)  # what the engine will read, validated
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"exported {args.run} ({model.model_type}, emb {model.emb_size}, hidden "
+          f"{','.join(map(str, model.hidden_sizes))}, vocab {model.vocab_size}) -> {out}")
+    print(f"RNN weight sparsity {weight_sparsity(model):.3f}, {size / 2**20:.2f} MiB on disk")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from dualsparse.engine.runtime import Engine
+
+    if args.max_tokens < 0:
+        raise DualsparseError(f"--max-tokens {args.max_tokens} must be >= 0")
+    engine = Engine.load(args.model)
+    prompt, unknown = engine.encode(args.prompt.split())
+    sampled = engine.generate(prompt, args.max_tokens, args.temperature, args.seed)
+    words = [engine.itos[i] for i in sampled]
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "unknown_prompt_words": unknown,
+                          "words": words, "seed": args.seed,
+                          "temperature": args.temperature}, indent=1))
+    else:
+        text = " ".join([*args.prompt.split(), *words, ""])
+        print(text.replace(" <eos> ", "\n").replace("<eos> ", "\n").rstrip())
+    return 0
+
+
+def cmd_score(args) -> int:
+    import math
+
+    from dualsparse.engine.runtime import Engine, encode_text_lines
+
+    engine = Engine.load(args.model)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DualsparseError(f"cannot read {args.file} ({exc}); give a UTF-8 text file") from None
+    words = encode_text_lines(text)
+    if len(words) < 2:
+        raise DualsparseError(f"{args.file} has fewer than two tokens; nothing to score")
+    ids, unknown = engine.encode(words)
+    log_probs = engine.score(ids)
+    nll = -float(log_probs.mean())
+    counts = engine.counts()
+    summary = {"model": args.model, "file": args.file, "tokens_scored": len(log_probs),
+               "unknown_words": unknown, "loss": nll, "perplexity": math.exp(nll),
+               "layer_activity": counts["layer_activity"],
+               "event_macs_per_token": counts["event_macs_per_token"]}
+    if args.json:
+        print(json.dumps({**summary, "log_probs": log_probs.tolist()}, indent=1))
+        return 0
+    if args.per_token:
+        for t, lp in enumerate(log_probs, start=1):
+            print(f"{t}\t{words[t]}\t{lp:.6f}")
+    print(f"{args.file}: {len(log_probs):,} tokens scored ({unknown:,} unknown words as <unk>), "
+          f"perplexity {math.exp(nll):.2f}")
+    print("activity per layer: " + ", ".join(f"{a:.3f}" for a in counts["layer_activity"]))
+    macs = counts["event_macs_per_token"]
+    print(f"event-driven MACs per token: RNN {macs['rnn'] / 1e6:.4f}M, "
+          f"with decoder {macs['full'] / 1e6:.4f}M")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from dualsparse.config import load_preset, preset_names
 
@@ -342,7 +438,8 @@ def cmd_presets(args) -> int:
 
 COMMANDS = {"prune": cmd_prune, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "activity": cmd_activity,
-            "macs": cmd_macs, "presets": cmd_presets}
+            "macs": cmd_macs, "presets": cmd_presets,
+            "export": cmd_export, "generate": cmd_generate, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:
