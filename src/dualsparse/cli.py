@@ -148,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print one line per token: position, word, log-probability")
     p.add_argument("--json", action="store_true", help="print JSON (with per-token log-probs)")
 
+    p = sub.add_parser("bench", help="per-token latency: engine vs the fastest dense path",
+                       description="Time batch-1 streaming inference of an exported model on the "
+                                   "engine against dense AWD-LSTM and dense models of its size "
+                                   "(fused addmv per step), 1 and 2 threads, with realized "
+                                   "speedups next to the MAC ratios.")
+    p.add_argument("model", metavar="MODEL", help="directory written by `dualsparse export`")
+    p.add_argument("--tokens", type=int, default=200, help="timed tokens per row (default 200)")
+    p.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    p.add_argument("--no-table", action="store_true",
+                   help="do not precompute the first layer's W_ih·E table")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     sub.add_parser("presets", help="list the shipped presets",
                    description="List the shipped presets.")
     return parser
@@ -427,6 +439,24 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from dualsparse.engine.bench import describe_memory, format_bench_table, run_benchmark
+    from dualsparse.engine.export import load_export
+
+    threads = tuple(_positive_ints(args.threads, "--threads", several=True))
+    if args.tokens < 10:
+        raise DualsparseError(f"--tokens {args.tokens} is too few for a p90; give at least 10")
+    model = load_export(args.model)
+    result = run_benchmark(model, tokens=args.tokens, threads=threads,
+                           input_table=not args.no_table)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_bench_table(result))
+        print(describe_memory(model))
+    return 0
+
+
 def cmd_presets(args) -> int:
     from dualsparse.config import load_preset, preset_names
 
@@ -439,7 +469,8 @@ def cmd_presets(args) -> int:
 COMMANDS = {"prune": cmd_prune, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "activity": cmd_activity,
             "macs": cmd_macs, "presets": cmd_presets,
-            "export": cmd_export, "generate": cmd_generate, "score": cmd_score}
+            "export": cmd_export, "generate": cmd_generate, "score": cmd_score,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,6 +138,21 @@ class Engine:
     def step(self, token: int) -> float:
         """Feed one token id; leaves the next-token logits in ``self.logits`` and returns
         their log-normalizer log Σ exp(logits)."""
+        x, x_active, n_x = self.step_rnn(token)
+        if self.projection is not None:
+            p = self.projection
+            n_x = kernels.sparse_product(self.projected, p.values, p.row_indices, p.col_ptr, x,
+                                         x_active, n_x, self.projected_active,
+                                         self.projection_stats)
+            x, x_active = self.projected, self.projected_active
+        self.log_normalizer = kernels.decoder_logits(self.decoder_bias, self.decoder_t,
+                                                     self.decoder_col_nnz, x, x_active, n_x,
+                                                     self.logits, self.decoder_stats)
+        return self.log_normalizer
+
+    def step_rnn(self, token: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The recurrent layers only (what the paper's RNN-only MACs cover); returns the last
+        layer's output, its active indices and how many there are."""
         first = self.layers[0]
         x = self.embedding[token]
         if self.table is not None:  # the input product is already in the table row
@@ -150,17 +165,8 @@ class Engine:
         for layer, next_base in self._chain:
             n_x = layer.step(base, x, x_active, n_x)
             x, x_active, base = layer.out, layer.active, next_base
-        if self.projection is not None:
-            p = self.projection
-            n_x = kernels.sparse_product(self.projected, p.values, p.row_indices, p.col_ptr, x,
-                                         x_active, n_x, self.projected_active,
-                                         self.projection_stats)
-            x, x_active = self.projected, self.projected_active
-        self.log_normalizer = kernels.decoder_logits(self.decoder_bias, self.decoder_t,
-                                                     self.decoder_col_nnz, x, x_active, n_x,
-                                                     self.logits, self.decoder_stats)
         self.tokens += 1
-        return self.log_normalizer
+        return x, x_active, n_x
 
     def log_prob(self, token: int) -> float:
         """log p(token | everything fed so far)."""
