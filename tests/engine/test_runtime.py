@@ -59,6 +59,21 @@ def test_engine_equals_pytorch(model_type, weight_sparsity, input_table, export_
         assert engine.table_bytes == VOCAB * model.layers[0].weight_ih.shape[0] * 4
 
 
+@pytest.mark.parametrize("model_type", ["egru", "lstm"])
+def test_two_threads_over_rows_equal_one_thread(model_type, export_dir):
+    """EGRU layers and the decoder split their rows over threads; the single-threaded
+    arithmetic is kept entry for entry, so log-probs and counts are the same."""
+    model = random_model(model_type, 0.7, hidden_sizes=(11, 6))  # an odd layer size
+    directory = export_dir(model)
+    tokens = torch.randint(0, VOCAB, (50,), generator=torch.Generator().manual_seed(5))
+    single, sharded = Engine.load(directory), Engine.load(directory, threads=2,
+                                                          input_table=True)
+    np.testing.assert_allclose(sharded.score(tokens.tolist()), single.score(tokens.tolist()),
+                               atol=1e-6, rtol=0)
+    assert sharded.counts() == single.counts()
+    assert_engine_matches(model, sharded, tokens)
+
+
 def test_egru_without_projection_feeds_the_decoder_sparsely(export_dir):
     model = random_model("egru", 0.7, hidden_sizes=(10, 8))  # last size = emb: no projection
     assert model.projection is None

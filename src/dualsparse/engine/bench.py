@@ -238,7 +238,7 @@ def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
                     rows.append(BenchRow(name, n_threads, macs_rnn, macs_full,
                                          _time_per_token(stepper.step_rnn, stream, warmup),
                                          _time_per_token(stepper.step, stream, warmup)))
-            engine.reset()
+            engine.set_threads(n_threads)
             ms_rnn = _time_per_token(engine.step_rnn, stream, warmup)
             engine.reset()
             ms_full = _time_per_token(engine.step, stream, warmup)

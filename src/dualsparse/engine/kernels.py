@@ -200,3 +200,96 @@ def decoder_logits(bias, weight_t, col_nnz, x, x_active, n_x, logits, stats):
     for v in range(vocab):
         total += math.exp(float(logits[v]) - top)
     return top + math.log(total)
+
+
+# --- two (or more) threads over rows -----------------------------------------------------
+#
+# A layer's units are split into shards; shard s owns units bounds[s]:bounds[s+1] and the
+# rows of every gate block that belong to them, stored as its own CSC columns (row indices
+# local to the shard, ``col_ptr[s]`` pointing into values shared by all shards). Every shard
+# reads every active input column, so threads never write the same accumulator. EGRU needs
+# one barrier inside the step: U_z reads r ⊙ y_{t-1} at all active units, and r of a unit
+# is known only to its shard. Active lists are merged in shard order, so they stay sorted
+# and the arithmetic is the single-threaded arithmetic, entry for entry.
+
+
+@njit(cache=True, parallel=True, fastmath=FUSED)
+def egru_step_sharded(base, x, x_active, n_x, wih_v, wih_r, wih_p, uur_v, uur_r, uur_p,
+                      uz_v, uz_r, uz_p, bounds, threshold, c, y, y_active, n_y, acc, r_full,
+                      ry, shard_active, shard_n, stats):
+    """``egru_step`` over shards in parallel; ``acc`` [S, 3·max shard size], ``stats`` [S, 5]."""
+    hidden = c.shape[0]
+    shards = bounds.shape[0] - 1
+    for s in numba.prange(shards):
+        lo, h = bounds[s], bounds[s + 1] - bounds[s]
+        a = acc[s]
+        for g in range(3):
+            for i in range(h):
+                a[g * h + i] = base[g * hidden + lo + i]
+        stats[s, 0] += _scatter(a, 0, wih_v, wih_r, wih_p[s], x, x_active, n_x)
+        stats[s, 1] += _scatter(a, 0, uur_v, uur_r, uur_p[s], y, y_active, n_y)
+        for i in range(2 * h):
+            a[i] = _sigmoid(a[i])
+        for i in range(h):
+            r_full[lo + i] = a[h + i]
+    for q in range(n_y):
+        j = y_active[q]
+        ry[j] = r_full[j] * y[j]
+    for s in numba.prange(shards):
+        lo, h = bounds[s], bounds[s + 1] - bounds[s]
+        a = acc[s]
+        stats[s, 2] += _scatter(a, 2 * h, uz_v, uz_r, uz_p[s], ry, y_active, n_y)
+        n = 0
+        for i in range(h):
+            unit = lo + i
+            z = math.tanh(a[2 * h + i])
+            c_pre = c[unit] + a[i] * (z - c[unit])
+            if c_pre > threshold[unit]:
+                y[unit] = c_pre
+                c[unit] = c_pre - threshold[unit]
+                shard_active[s, n] = unit
+                n += 1
+            else:
+                y[unit] = 0.0
+                c[unit] = c_pre
+        shard_n[s] = n
+    n = 0
+    for s in range(shards):
+        for q in range(shard_n[s]):
+            y_active[n] = shard_active[s, q]
+            n += 1
+    stats[0, 3] += n_x
+    stats[0, 4] += n_y
+    return n
+
+
+@njit(cache=True, parallel=True, fastmath=FUSED)
+def decoder_logits_sharded(bias, weight_t, col_nnz, x, x_active, n_x, logits, bounds,
+                           part_max, part_sum, stats):
+    """``decoder_logits`` with the vocabulary split at ``bounds`` across threads."""
+    for s in numba.prange(bounds.shape[0] - 1):
+        lo, hi = bounds[s], bounds[s + 1]
+        for v in range(lo, hi):
+            logits[v] = bias[v]
+        for a in range(n_x):
+            j = x_active[a]
+            xj = x[j]
+            for v in range(lo, hi):
+                logits[v] += weight_t[j, v] * xj
+        top = logits[lo]
+        for v in range(lo + 1, hi):
+            if logits[v] > top:
+                top = logits[v]
+        total = 0.0
+        for v in range(lo, hi):
+            total += math.exp(float(logits[v]) - top)
+        part_max[s] = top
+        part_sum[s] = total
+    top = part_max.max()
+    total = 0.0
+    for s in range(part_max.shape[0]):
+        total += part_sum[s] * math.exp(part_max[s] - top)
+    for a in range(n_x):
+        stats[0] += col_nnz[x_active[a]]
+    stats[1] += n_x
+    return top + math.log(total)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dualsparse.engine import kernels
-from dualsparse.engine.export import ExportedModel, load_export
+from dualsparse.engine.export import CSCMatrix, ExportedModel, csc_from_dense, load_export
 from dualsparse.errors import DualsparseError
 
 EOS, UNK = "<eos>", "<unk>"
@@ -53,10 +53,16 @@ class _Layer:
         self.reset()
 
     def reset(self) -> None:
+        """Zero state and counts (the start of a text)."""
         self.out[:] = 0.0
         self.cell[:] = 0.0
+        self.stats[:] = 0
         self.n_active = 0
         self.active_outputs = 0
+
+    def total_stats(self) -> np.ndarray:
+        """``stats`` (kernels module docstring), summed over shards if the layer has them."""
+        return np.atleast_2d(self.stats).sum(axis=0)
 
     def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
         if self.kind == "egru":
@@ -74,6 +80,51 @@ class _Layer:
         return n
 
 
+def shard_bounds(size: int, shards: int) -> np.ndarray:
+    """Split 0..size into ``shards`` contiguous ranges as equal as possible."""
+    return np.linspace(0, size, shards + 1).round().astype(np.int64)
+
+
+def shard_rows(matrix: CSCMatrix, blocks: int, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rows of each shard (its units in every gate block), as CSC columns sharing one
+    values/row-indices array; col_ptr [shards, cols + 1] points into it."""
+    dense, hidden = matrix.to_dense(), matrix.rows // blocks
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = np.concatenate([np.arange(g * hidden + lo, g * hidden + hi) for g in range(blocks)])
+        parts.append(csc_from_dense(dense[rows]))
+    offsets = np.cumsum([0] + [p.nnz for p in parts])
+    col_ptr = np.stack([p.col_ptr + offset for p, offset in zip(parts, offsets, strict=False)])
+    return (np.concatenate([p.values for p in parts]),
+            np.concatenate([p.row_indices for p in parts]), col_ptr)
+
+
+class _ShardedEGRULayer(_Layer):
+    """An EGRU layer whose units are split over ``shards`` threads (kernels.egru_step_sharded)."""
+
+    def __init__(self, model: ExportedModel, index: int, shards: int) -> None:
+        super().__init__(model, index)
+        self.bounds = shard_bounds(self.hidden, shards)
+        widest = int(np.diff(self.bounds).max())
+        self.acc = np.zeros((shards, 3 * widest), dtype=np.float32)
+        self.r_full = np.zeros(self.hidden, dtype=np.float32)
+        self.shard_active = np.zeros((shards, widest), dtype=np.int64)
+        self.shard_n = np.zeros(shards, dtype=np.int64)
+        self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
+        self.csc = [*shard_rows(self.w_ih, 3, self.bounds),
+                    *shard_rows(self.recurrent[0], 2, self.bounds),
+                    *shard_rows(self.recurrent[1], 1, self.bounds)]
+
+    def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
+        n = kernels.egru_step_sharded(base, x, x_active, n_x, *self.csc, self.bounds,
+                                      self.threshold, self.cell, self.out, self.active,
+                                      self.n_active, self.acc, self.r_full, self.scratch,
+                                      self.shard_active, self.shard_n, self.stats)
+        self.n_active = n
+        self.active_outputs += n
+        return n
+
+
 class Engine:
     """Batch-1 streaming inference on an exported model (see ``engine.export``).
 
@@ -82,15 +133,14 @@ class Engine:
     product becomes one row read.
     """
 
-    def __init__(self, model: ExportedModel, *, input_table: bool = False) -> None:
+    def __init__(self, model: ExportedModel, *, input_table: bool = False,
+                 threads: int = 1) -> None:
         kernels.require_numba()
         self.model = model
         self.itos = model.itos
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         self.embedding = model.dense["embedding"]
-        self.layers = [_Layer(model, i) for i in range(len(model.hidden_sizes))]
-        self._chain = list(zip(self.layers, [la.base for la in self.layers[1:]] + [None],
-                               strict=True))
+        self.set_threads(threads)
         self.emb_active = np.zeros(model.emb_size, dtype=np.int64)
         self.projection = model.matrices.get("projection")
         if self.projection is not None:
@@ -109,17 +159,38 @@ class Engine:
             self._build_input_table()
         self.reset()
 
+    def set_threads(self, threads: int) -> None:
+        """Split EGRU layers (by units) and the decoder (by vocabulary) over ``threads``
+        threads from now on; state and counts start afresh."""
+        if threads < 1:
+            raise DualsparseError(f"threads must be at least 1, got {threads}")
+        model = self.model
+        self.threads = threads
+        self.layers = [_ShardedEGRULayer(model, i, threads)
+                       if threads > 1 and model.model_type == "egru" else _Layer(model, i)
+                       for i in range(len(model.hidden_sizes))]
+        self._chain = list(zip(self.layers, [la.base for la in self.layers[1:]] + [None],
+                               strict=True))
+        self.vocab_bounds = shard_bounds(model.vocab_size, threads)
+        self.part_max = np.zeros(threads, dtype=np.float64)
+        self.part_sum = np.zeros(threads, dtype=np.float64)
+        if hasattr(self, "tokens"):
+            self.reset()
+
     @classmethod
-    def load(cls, directory: str | Path, *, input_table: bool = False) -> Engine:
-        return cls(load_export(directory), input_table=input_table)
+    def load(cls, directory: str | Path, *, input_table: bool = False,
+             threads: int = 1) -> Engine:
+        return cls(load_export(directory), input_table=input_table, threads=threads)
 
     def _build_input_table(self) -> None:
         first = self.layers[0]
         nonzero = self.embedding != 0
         self.table = np.ascontiguousarray(
             self.embedding @ first.w_ih.to_dense().T + first.base, dtype=np.float32)
-        self.table_macs = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
-        self.table_active = nonzero.sum(axis=1).astype(np.int64)
+        # what the input product would have cost (sparsity.macs counts it): stats 0 and 3
+        self.table_counts_per_token = np.zeros((len(self.embedding), 5), dtype=np.int64)
+        self.table_counts_per_token[:, 0] = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
+        self.table_counts_per_token[:, 3] = nonzero.sum(axis=1)
 
     @property
     def table_bytes(self) -> int:
@@ -129,7 +200,7 @@ class Engine:
         """Zero state and zero counts (the start of a text)."""
         for layer in self.layers:
             layer.reset()
-            layer.stats[:] = 0
+        self.table_counts = np.zeros(5, dtype=np.int64)
         self.decoder_stats[:] = 0
         if self.projection is not None:
             self.projection_stats[:] = 0
@@ -145,9 +216,14 @@ class Engine:
                                          x_active, n_x, self.projected_active,
                                          self.projection_stats)
             x, x_active = self.projected, self.projected_active
-        self.log_normalizer = kernels.decoder_logits(self.decoder_bias, self.decoder_t,
-                                                     self.decoder_col_nnz, x, x_active, n_x,
-                                                     self.logits, self.decoder_stats)
+        if self.threads > 1:
+            self.log_normalizer = kernels.decoder_logits_sharded(
+                self.decoder_bias, self.decoder_t, self.decoder_col_nnz, x, x_active, n_x,
+                self.logits, self.vocab_bounds, self.part_max, self.part_sum, self.decoder_stats)
+        else:
+            self.log_normalizer = kernels.decoder_logits(
+                self.decoder_bias, self.decoder_t, self.decoder_col_nnz, x, x_active, n_x,
+                self.logits, self.decoder_stats)
         return self.log_normalizer
 
     def step_rnn(self, token: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -157,8 +233,7 @@ class Engine:
         x = self.embedding[token]
         if self.table is not None:  # the input product is already in the table row
             base, n_x = self.table[token], 0
-            first.stats[0] += self.table_macs[token]
-            first.stats[3] += self.table_active[token]
+            self.table_counts += self.table_counts_per_token[token]
         else:
             base, n_x = first.base, kernels.find_active(x, self.emb_active)
         x_active = self.emb_active
@@ -228,7 +303,7 @@ class Engine:
                               "active_inputs": int(active), "event_macs_total": int(macs)}
 
         for layer in self.layers:
-            s = layer.stats
+            s = layer.total_stats() + (self.table_counts if layer is self.layers[0] else 0)
             add(f"{layer.name}.W_ih", layer.w_ih.nnz, s[3], s[0])
             names = ["U_ur", "U_z"] if layer.kind == "egru" else ["W_hh"]
             for k, (name, w) in enumerate(zip(names, layer.recurrent, strict=True)):
