@@ -20,7 +20,6 @@ import json
 
 from dualsparse.engine.bench import (
     calibrate_thresholds,
-    describe_memory,
     format_bench_table,
     run_benchmark,
     synthetic_model,
@@ -48,11 +47,7 @@ def main() -> None:
     threads = tuple(int(t) for t in args.threads.split(","))
     result = run_benchmark(model, tokens=args.tokens, threads=threads,
                            input_table=not args.no_table)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(format_bench_table(result))
-        print(describe_memory(model))
+    print(json.dumps(result, indent=1) if args.json else format_bench_table(result))
 
 
 if __name__ == "__main__":

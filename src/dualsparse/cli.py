@@ -440,7 +440,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from dualsparse.engine.bench import describe_memory, format_bench_table, run_benchmark
+    from dualsparse.engine.bench import format_bench_table, run_benchmark
     from dualsparse.engine.export import load_export
 
     threads = tuple(_positive_ints(args.threads, "--threads", several=True))
@@ -449,11 +449,7 @@ def cmd_bench(args) -> int:
     model = load_export(args.model)
     result = run_benchmark(model, tokens=args.tokens, threads=threads,
                            input_table=not args.no_table)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(format_bench_table(result))
-        print(describe_memory(model))
+    print(json.dumps(result, indent=1) if args.json else format_bench_table(result))
     return 0
 
 

@@ -253,6 +253,10 @@ def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
                       "hidden_sizes": model.hidden_sizes, "vocab_size": model.vocab_size,
                       "weight_sparsity": weight_sparsity(model),
                       "layer_activity": counts["layer_activity"]},
+            "sparse_weight_bytes": {
+                "values": sum(int(m.values.nbytes) for m in model.matrices.values()),
+                "indices": sum(int(m.row_indices.nbytes + m.col_ptr.nbytes)
+                               for m in model.matrices.values())},
             "tokens": tokens, "warmup": warmup, "input_table": input_table,
             "input_table_bytes": engine.table_bytes,
             "overhead_ms_per_token": float(np.median(_overhead_ms(model.model_type,
@@ -301,13 +305,10 @@ def format_bench_table(result: dict[str, Any]) -> str:
                      f"{row['ms_per_token_full_median']:>7.3f} "
                      f"{row['ms_per_token_full_p90']:>6.3f} {_speedups(row, base, 'rnn'):>15} "
                      f"{_speedups(row, base, 'full'):>15}")
+    sparse = result["sparse_weight_bytes"]
     lines += ["", "speedup = dense AWD-LSTM (fused addmv per step, same threads) / this row; "
-                  "theory = dense AWD-LSTM MACs / this row's MACs (event-driven for the engine)"]
+                  "theory = dense AWD-LSTM MACs / this row's MACs (event-driven for the engine)",
+              f"engine sparse weights: {sparse['values'] / 2**20:.1f} MiB values + "
+              f"{sparse['indices'] / 2**20:.1f} MiB indices"]
     return "\n".join(lines)
-
-
-def describe_memory(model: ExportedModel) -> str:
-    values = sum(m.values.nbytes for m in model.matrices.values())
-    indices = sum(m.row_indices.nbytes + m.col_ptr.nbytes for m in model.matrices.values())
-    return f"sparse weights {values / 2**20:.1f} MiB values + {indices / 2**20:.1f} MiB indices"
 
