@@ -180,7 +180,9 @@ class Trainer:
                 valid = evaluate(self.model, self.corpus.valid, t.eval_batch_size, t.bptt,
                                  split="valid")
                 last_valid = valid.perplexity
-                improved = self._record_validation(valid.loss)
+                # only epoch-end validations move "best" and count toward early stopping, so
+                # an interrupted and resumed run takes the same decisions as an unbroken one
+                improved = outcome == "epoch" and self._record_validation(valid.loss)
                 position = self.state["epoch"] + self.state["window"] / max(self._n_windows, 1)
                 if outcome == "epoch":
                     self.state.update(epoch=self.state["epoch"] + 1, window=0)

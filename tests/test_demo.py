@@ -1,0 +1,48 @@
+"""The demo trains real models on the synthetic source and lands near its true perplexity."""
+
+import json
+
+import pytest
+
+from dualsparse.cli import main
+from dualsparse.demo import run_demo
+
+# Margins over the exact perplexity of the test text under the source: a reduced demo
+# (80k training tokens, 8 epochs) measured EGRU ≈ 1.2x and the dense models ≈ 1.1x;
+# a bigram model, the best without memory beyond one word, is ≈ 1.6x.
+EGRU_MARGIN = 1.35
+LSTM_MARGIN = 1.25
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, corpus_tokens={"train": 80_000, "valid": 8_000, "test": 8_000},
+                    epochs=8, minutes_per_model=4.0, progress=False)
+
+
+def test_trained_perplexity_is_within_margin_of_the_true_one(demo_report):
+    true_ppl = demo_report["true_test_perplexity"]
+    assert 30 < true_ppl < 50
+    bigram = demo_report["source"]["bigram_perplexity"]
+    egru, lstm = demo_report["models"]["egru"], demo_report["models"]["lstm"]
+    assert egru["test_perplexity"] < EGRU_MARGIN * true_ppl
+    assert lstm["test_perplexity"] < LSTM_MARGIN * true_ppl
+    # both beat the best model that only looks one word back
+    assert egru["test_perplexity"] < bigram and lstm["test_perplexity"] < bigram
+    # nobody beats the source itself by more than sampling noise
+    assert min(egru["test_perplexity"], lstm["test_perplexity"]) > 0.97 * true_ppl
+
+
+def test_egru_is_sparse_and_lstm_dense(demo_report):
+    egru, lstm = demo_report["models"]["egru"], demo_report["models"]["lstm"]
+    assert all(0.0 < a < 0.6 for a in egru["layer_activity"])
+    assert all(a > 0.99 for a in lstm["layer_activity"])
+
+
+def test_demo_json_written_and_refuses_to_overwrite(demo_report, capsys):
+    out = demo_report["corpus"].rsplit("/corpus", 1)[0]
+    saved = json.loads(open(f"{out}/demo.json", encoding="utf-8").read())
+    assert saved["true_test_perplexity"] == demo_report["true_test_perplexity"]
+    assert main(["demo", "--out", out, "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
