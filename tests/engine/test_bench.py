@@ -51,7 +51,8 @@ def test_cli_bench_prints_every_row(tmp_path, capsys):
     assert main(["bench", str(directory), "--tokens", "10", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for name in ("dense AWD-LSTM", "dense EGRU (model size)", "dense GRU (model size)",
-                 "engine EGRU (80% pruned)"):
+                 "engine EGRU (80% pruned, table)", "engine EGRU (80% pruned, no table)",
+                 "engine AWD-LSTM (dense, no table)"):
         assert name in out
     assert main(["bench", str(directory), "--tokens", "3"]) == 2
     assert "at least 10" in capsys.readouterr().err

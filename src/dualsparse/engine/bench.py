@@ -214,8 +214,9 @@ def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
                   threads: tuple[int, ...] = (1, 2), seed: int = 0,
                   input_table: bool = True) -> dict[str, Any]:
     """Latency rows for the dense AWD-LSTM, the dense model of ``model``'s size and type (GRU
-    for EGRU too) and the engine, at each thread count; plus speedups and the engine's
-    per-token overhead outside its kernels."""
+    for EGRU too), the engine on ``model`` (with and without the first-layer table) and on
+    the dense AWD-LSTM, at each thread count; plus the engine's per-token overhead outside
+    its kernels."""
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -229,6 +230,14 @@ def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
     for kind in dict.fromkeys([model.model_type, "gru"]):
         dense_models.append((f"dense {kind.upper()} (model size)",
                              DenseStepper(kind, *sizes, seed), dense_macs(kind, *sizes)))
+    pruned = f"{weight_sparsity(model):.0%} pruned"
+    engines = [(f"engine {model.model_type.upper()} ({pruned}{', table' if input_table else ''})",
+                engine)]
+    if input_table:
+        engines.append((f"engine {model.model_type.upper()} ({pruned}, no table)",
+                        Engine(model)))
+    engines.append(("engine AWD-LSTM (dense, no table)",
+                    Engine(synthetic_model(*AWD_LSTM, model.vocab_size, 0.0, seed))))
     rows: list[BenchRow] = []
     try:
         for n_threads in threads:
@@ -238,14 +247,14 @@ def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
                     rows.append(BenchRow(name, n_threads, macs_rnn, macs_full,
                                          _time_per_token(stepper.step_rnn, stream, warmup),
                                          _time_per_token(stepper.step, stream, warmup)))
-            engine.set_threads(n_threads)
-            ms_rnn = _time_per_token(engine.step_rnn, stream, warmup)
-            engine.reset()
-            ms_full = _time_per_token(engine.step, stream, warmup)
-            macs = engine.counts()["event_macs_per_token"]
-            rows.append(BenchRow(f"engine {model.model_type.upper()} "
-                                 f"({weight_sparsity(model):.0%} pruned)", n_threads,
-                                 macs["rnn"], macs["full"], ms_rnn, ms_full))
+            for name, timed in engines:
+                timed.set_threads(n_threads)
+                ms_rnn = _time_per_token(timed.step_rnn, stream, warmup)
+                timed.reset()
+                ms_full = _time_per_token(timed.step, stream, warmup)
+                macs = timed.counts()["event_macs_per_token"]
+                rows.append(BenchRow(name, n_threads, macs["rnn"], macs["full"], ms_rnn,
+                                     ms_full))
     finally:
         torch.set_num_threads(previous_threads)
     counts = engine.counts()
@@ -290,15 +299,15 @@ def format_bench_table(result: dict[str, Any]) -> str:
              f"W_ih·E table {table}; engine overhead outside kernels "
              f"{result['overhead_ms_per_token'] * 1e3:.1f} us/token",
              "",
-             f"{'':<30} {'thr':>3} {'MMACs':>7} {'RNN ms':>7} {'p90':>6} {'MMACs':>7} "
+             f"{'':<38} {'thr':>3} {'MMACs':>7} {'RNN ms':>7} {'p90':>6} {'MMACs':>7} "
              f"{'e2e ms':>7} {'p90':>6} {'speedup RNN':>15} {'speedup e2e':>15}",
-             f"{'':<30} {'':>3} {'RNN':>7} {'median':>7} {'':>6} {'e2e':>7} {'median':>7} "
+             f"{'':<38} {'':>3} {'RNN':>7} {'median':>7} {'':>6} {'e2e':>7} {'median':>7} "
              f"{'':>6} {'real / theory':>15} {'real / theory':>15}"]
     rows = result["rows"]
     for row in rows:
         base = next(r for r in rows if r["threads"] == row["threads"]
                     and r["name"] == "dense AWD-LSTM")
-        lines.append(f"{row['name']:<30} {row['threads']:>3} "
+        lines.append(f"{row['name']:<38} {row['threads']:>3} "
                      f"{row['macs_per_token_rnn'] / 1e6:>7.2f} "
                      f"{row['ms_per_token_rnn_median']:>7.3f} {row['ms_per_token_rnn_p90']:>6.3f} "
                      f"{row['macs_per_token_full'] / 1e6:>7.2f} "
