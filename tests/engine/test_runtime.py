@@ -8,7 +8,7 @@ import pytest
 import torch
 from engine_helpers import VOCAB, export_fixture, random_model
 
-from conftest import tiny_run_config
+from conftest import SHARED_DATA, tiny_run_config
 from dualsparse.cli import main
 from dualsparse.engine import kernels
 from dualsparse.engine.export import export_run, load_export
@@ -195,3 +195,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: model directory")
     assert main(["export", str(tmp_path / "none"), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: run directory")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ptb" / "ptb.test.txt").is_file(),
+                    reason="the real PTB test file is not in ../shared/data/ptb")
+def test_real_ptb_text_through_a_pruned_run(pruned_tiny_run, tmp_path):
+    """The first 3,000 tokens of the real PTB test file, mostly <unk> for the tiny run's
+    vocabulary: log-probs, activity and MACs still equal PyTorch's and measure_macs'."""
+    from dualsparse.data.corpus import read_tokens
+    from dualsparse.runs import load_run
+
+    run_dir, _ = pruned_tiny_run
+    run = load_run(run_dir)
+    words = read_tokens(SHARED_DATA / "ptb" / "ptb.test.txt")[:3000]
+    engine = Engine.load(export_run(run_dir, tmp_path / "export"))
+    ids, unknown = engine.encode(words)
+    assert ids == run.vocab.encode(words) and unknown > 0
+    assert_engine_matches(run.model, engine, torch.tensor(ids))
