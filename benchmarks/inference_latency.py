@@ -30,10 +30,12 @@ from dualsparse.engine.export import load_export
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="an export directory (default: a paper-size random EGRU)")
-    parser.add_argument("--sparsity", type=float, default=0.85,
-                        help="random model: pruned fraction")
-    parser.add_argument("--activity", type=float, default=0.15,
-                        help="random model: target activity")
+    parser.add_argument(
+        "--sparsity", type=float, default=0.85, help="random model: pruned fraction"
+    )
+    parser.add_argument(
+        "--activity", type=float, default=0.15, help="random model: target activity"
+    )
     parser.add_argument("--tokens", type=int, default=200, help="timed tokens per row")
     parser.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     parser.add_argument("--no-table", action="store_true", help="no first-layer W_ih·E table")
@@ -45,8 +47,9 @@ def main() -> None:
         model = synthetic_model("egru", 750, [1350, 1350, 750], 10_000, args.sparsity)
         calibrate_thresholds(model, args.activity)
     threads = tuple(int(t) for t in args.threads.split(","))
-    result = run_benchmark(model, tokens=args.tokens, threads=threads,
-                           input_table=not args.no_table)
+    result = run_benchmark(
+        model, tokens=args.tokens, threads=threads, input_table=not args.no_table
+    )
     print(json.dumps(result, indent=1) if args.json else format_bench_table(result))
 
 

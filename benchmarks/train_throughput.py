@@ -21,7 +21,7 @@ from dualsparse.models.egru import EGRULayer
 
 
 def stack(kind: str, sizes: list[int]) -> torch.nn.ModuleList:
-    pairs = list(zip(sizes[:-1], sizes[1:]))
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     if kind == "nn.GRU":
         return torch.nn.ModuleList(torch.nn.GRU(i, h) for i, h in pairs)
     cls = {"EGRU": EGRULayer, "GRU": GRULayer, "LSTM": LSTMLayer}[kind]

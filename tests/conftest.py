@@ -63,8 +63,11 @@ def file_contents(directory: Path) -> dict[Path, bytes]:
 
 def temp_files(directory: Path) -> list[Path]:
     """Leftovers of interrupted atomic writes (checkpoint dirs and tempfiles)."""
-    return [p for p in directory.rglob("*")
-            if p.name.startswith(".incoming-") or p.name.endswith(".tmp")]
+    return [
+        p
+        for p in directory.rglob("*")
+        if p.name.startswith(".incoming-") or p.name.endswith(".tmp")
+    ]
 
 
 def write_tiny_corpus(directory: Path) -> Path:
@@ -86,15 +89,23 @@ def tiny_corpus_dir(tmp_path: Path) -> Path:
 # resume tests also cover the random-number streams.
 TINY_RUN = {
     "model": {"type": "egru", "emb_size": 16, "hidden_sizes": [16, 12]},
-    "train": {"epochs": 1, "batch_size": 4, "bptt": 8, "eval_batch_size": 2,
-              "lr": 0.01, "log_interval": 1000},
+    "train": {
+        "epochs": 1,
+        "batch_size": 4,
+        "bptt": 8,
+        "eval_batch_size": 2,
+        "lr": 0.01,
+        "log_interval": 1000,
+    },
 }
 
 
 def tiny_run_dict(model: dict | None = None, **train_overrides) -> dict:
     """TINY_RUN with some model keys and train keys replaced."""
-    return {"model": {**TINY_RUN["model"], **(model or {})},
-            "train": {**TINY_RUN["train"], **train_overrides}}
+    return {
+        "model": {**TINY_RUN["model"], **(model or {})},
+        "train": {**TINY_RUN["train"], **train_overrides},
+    }
 
 
 def tiny_run_config(model: dict | None = None, **train_overrides) -> RunConfig:

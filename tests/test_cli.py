@@ -96,11 +96,13 @@ def train_is_a_directory(d: Path):
 
 @pytest.mark.parametrize(
     "damage, expected",
-    [(remove_valid, "but no valid.txt"),
-     (empty_train, "has no words"),
-     (binary_train, "looks binary"),
-     (latin1_train, "is not UTF-8"),
-     (train_is_a_directory, "is not a regular file")],
+    [
+        (remove_valid, "but no valid.txt"),
+        (empty_train, "has no words"),
+        (binary_train, "looks binary"),
+        (latin1_train, "is not UTF-8"),
+        (train_is_a_directory, "is not a regular file"),
+    ],
 )
 def test_bad_data_dir(capsys, tmp_path, tiny_config_file, damage, expected):
     data = write_tiny_corpus(tmp_path / "data")
@@ -132,19 +134,22 @@ def test_data_moved_away_after_training(capsys, run_copy, tmp_path, corpus_dir):
 
 def test_unknown_preset_lists_the_shipped_ones(capsys, tmp_path, corpus_dir):
     out = tmp_path / "run"
-    message = user_error(capsys, ["train", "--preset", "tiny", "--data", corpus_dir, "--out", out],
-                         out)
+    message = user_error(
+        capsys, ["train", "--preset", "tiny", "--data", corpus_dir, "--out", out], out
+    )
     assert "unknown preset 'tiny'" in message and "cpu-small-egru" in message
 
 
 @pytest.mark.parametrize(
     "override, expected",
-    [("model.dropout_emb=1.5", "model.dropout_emb"),
-     ("train.batch_size=0", "train.batch_size"),
-     ("model.type=transformer", "model.type"),
-     ("train.schedule=linear", "train.schedule"),
-     ("train.learning_rate=0.1", "unknown key 'learning_rate'"),
-     ("lr=0.1", "model.KEY=VALUE")],
+    [
+        ("model.dropout_emb=1.5", "model.dropout_emb"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.type=transformer", "model.type"),
+        ("train.schedule=linear", "train.schedule"),
+        ("train.learning_rate=0.1", "unknown key 'learning_rate'"),
+        ("lr=0.1", "model.KEY=VALUE"),
+    ],
 )
 def test_invalid_set_override(capsys, tmp_path, tiny_config_file, corpus_dir, override, expected):
     out = tmp_path / "run"
@@ -156,10 +161,12 @@ def test_invalid_set_override(capsys, tmp_path, tiny_config_file, corpus_dir, ov
 
 @pytest.mark.parametrize(
     "model, train, expected",
-    [({"hidden_sizes": [16, -4]}, {}, "model.hidden_sizes"),
-     ({"dropout_forward": -0.2}, {}, "model.dropout_forward"),
-     ({}, {"epochs": 0}, "train.epochs"),
-     ({}, {"log_interval": 0}, "train.log_interval")],
+    [
+        ({"hidden_sizes": [16, -4]}, {}, "model.hidden_sizes"),
+        ({"dropout_forward": -0.2}, {}, "model.dropout_forward"),
+        ({}, {"epochs": 0}, "train.epochs"),
+        ({}, {"log_interval": 0}, "train.log_interval"),
+    ],
 )
 def test_invalid_config_file_values(capsys, tmp_path, corpus_dir, model, train, expected):
     config = write_run_config(tmp_path / "bad.yaml", model, **train)
@@ -178,9 +185,11 @@ def test_invalid_yaml(capsys, tmp_path, corpus_dir):
 
 @pytest.mark.parametrize(
     "argv, expected",
-    [(["train", "--data", "D", "--out", "R"], "exactly one of --preset NAME or --config FILE"),
-     (["train", "--preset", "cpu-small-egru", "--data", "D"], "give --out RUN_DIR"),
-     (["train", "--resume", "R", "--preset", "cpu-small-egru"], "takes the run's own config")],
+    [
+        (["train", "--data", "D", "--out", "R"], "exactly one of --preset NAME or --config FILE"),
+        (["train", "--preset", "cpu-small-egru", "--data", "D"], "give --out RUN_DIR"),
+        (["train", "--resume", "R", "--preset", "cpu-small-egru"], "takes the run's own config"),
+    ],
 )
 def test_inconsistent_train_arguments(capsys, argv, expected):
     assert expected in user_error(capsys, argv)
@@ -229,18 +238,23 @@ def state_without_config(path: Path):
 @pytest.mark.parametrize("command", ["evaluate", "resume"])
 @pytest.mark.parametrize(
     "damage, expected",
-    [(other_architecture, "different architecture"),
-     (other_vocabulary, "vocab"),
-     (truncated_weights, "model.safetensors is truncated or corrupted"),
-     (random_weights, "model.safetensors is truncated or corrupted"),
-     (corrupted_state, "state.json is not valid JSON"),
-     (state_without_config, "state.json has no config")],
+    [
+        (other_architecture, "different architecture"),
+        (other_vocabulary, "vocab"),
+        (truncated_weights, "model.safetensors is truncated or corrupted"),
+        (random_weights, "model.safetensors is truncated or corrupted"),
+        (corrupted_state, "state.json is not valid JSON"),
+        (state_without_config, "state.json has no config"),
+    ],
 )
 def test_damaged_checkpoint(capsys, run_copy, command, damage, expected):
     damage(ckpt.checkpoint_dir(run_copy, "latest"))
     before = file_contents(run_copy)
-    argv = (["evaluate", run_copy] if command == "evaluate"
-            else ["train", "--resume", run_copy, "--no-progress"])
+    argv = (
+        ["evaluate", run_copy]
+        if command == "evaluate"
+        else ["train", "--resume", run_copy, "--no-progress"]
+    )
     assert expected in user_error(capsys, argv, run_copy)
     assert file_contents(run_copy) == before
 
@@ -260,8 +274,9 @@ def test_resume_mid_epoch_with_another_batch_size(capsys, tmp_path, tiny_config_
     assert main(train_argv(tiny_config_file, corpus_dir, out, "--max-minutes", "1e-9")) == 0
     assert "continue with: dualsparse train --resume" in capsys.readouterr().out
     before = file_contents(out)
-    message = user_error(capsys, ["train", "--resume", out, "--no-progress", "--set",
-                                  "train.batch_size=2"], out)
+    message = user_error(
+        capsys, ["train", "--resume", out, "--no-progress", "--set", "train.batch_size=2"], out
+    )
     assert "train.batch_size=4" in message
     assert file_contents(out) == before
 
@@ -300,14 +315,24 @@ def test_evaluate_table(capsys, trained_run):
 
 @pytest.mark.parametrize(
     "argv, expected",
-    [(["train", "--config", "absent.yaml", "--data", "absent", "--out", "R"],
-      "config file absent.yaml does not exist"),
-     (["evaluate", "absent-run"], "run directory absent-run does not exist")],
+    [
+        (
+            ["train", "--config", "absent.yaml", "--data", "absent", "--out", "R"],
+            "config file absent.yaml does not exist",
+        ),
+        (["evaluate", "absent-run"], "run directory absent-run does not exist"),
+    ],
 )
 def test_real_process_prints_one_error_line_and_exits_2(tmp_path, argv, expected):
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "dualsparse", *argv], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dualsparse", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     lines = done.stderr.splitlines()

@@ -17,7 +17,8 @@ from dualsparse.config import (
 
 def test_the_shipped_presets_are_listed():
     assert {"cpu-small-egru", "cpu-small-lstm", "paper-ptb-egru", "paper-wt2-lstm"} <= set(
-        preset_names())
+        preset_names()
+    )
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -34,10 +35,19 @@ def test_unknown_preset_lists_the_available_ones():
 
 
 def test_overrides_are_coerced_to_the_field_types():
-    cfg = apply_overrides(RunConfig(), [
-        "train.lr=1", "train.epochs=3.0", "model.hidden_sizes=[16, 12]", "train.betas=0.5,0.9",
-        "model.tie_weights=false", "model.type=lstm", "train.device=cpu", "model.emb_size=16",
-    ])
+    cfg = apply_overrides(
+        RunConfig(),
+        [
+            "train.lr=1",
+            "train.epochs=3.0",
+            "model.hidden_sizes=[16, 12]",
+            "train.betas=0.5,0.9",
+            "model.tie_weights=false",
+            "model.type=lstm",
+            "train.device=cpu",
+            "model.emb_size=16",
+        ],
+    )
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
     assert cfg.model.hidden_sizes == [16, 12]
@@ -120,11 +130,13 @@ def test_config_file_takes_defaults_for_missing_keys(tmp_path):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("model: [unclosed\n", "is not valid YAML"),
-     ("optimizer:\n  lr: 1\n", "unknown section(s) ['optimizer']"),
-     ("- model\n- train\n", "expected a mapping"),
-     ("model: 16\n", "model: expected a mapping"),
-     ("model:\n  width: 16\n", "unknown key 'width'")],
+    [
+        ("model: [unclosed\n", "is not valid YAML"),
+        ("optimizer:\n  lr: 1\n", "unknown section(s) ['optimizer']"),
+        ("- model\n- train\n", "expected a mapping"),
+        ("model: 16\n", "model: expected a mapping"),
+        ("model:\n  width: 16\n", "unknown key 'width'"),
+    ],
 )
 def test_bad_config_files(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"

@@ -17,8 +17,13 @@ LSTM_MARGIN = 1.25
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return run_demo(out, corpus_tokens={"train": 80_000, "valid": 8_000, "test": 8_000},
-                    epochs=8, minutes_per_model=4.0, progress=False)
+    return run_demo(
+        out,
+        corpus_tokens={"train": 80_000, "valid": 8_000, "test": 8_000},
+        epochs=8,
+        minutes_per_model=4.0,
+        progress=False,
+    )
 
 
 def test_trained_perplexity_is_within_margin_of_the_true_one(demo_report):

@@ -162,8 +162,13 @@ def validate(cfg: RunConfig) -> None:
                 raise DualsparseError(f"{section}.{fld.name} = {value} must be a finite number")
     if m.type not in MODEL_TYPES:
         raise DualsparseError(f"model.type {m.type!r} is unknown; choose one of {MODEL_TYPES}")
-    for name in ("dropout_words", "dropout_emb", "dropout_forward", "dropout_output",
-                 "dropout_connect"):
+    for name in (
+        "dropout_words",
+        "dropout_emb",
+        "dropout_forward",
+        "dropout_output",
+        "dropout_connect",
+    ):
         p = getattr(m, name)
         if not 0.0 <= p < 1.0:
             raise DualsparseError(f"model.{name} = {p} is not a probability in [0, 1)")
@@ -173,20 +178,30 @@ def validate(cfg: RunConfig) -> None:
         raise DualsparseError("model.surrogate_width must be > 0 and surrogate_dampening >= 0")
     if m.ar_alpha < 0 or m.tar_beta < 0:
         raise DualsparseError("model.ar_alpha and model.tar_beta must be >= 0")
-    positive = ("batch_size", "eval_batch_size", "test_batch_size", "bptt", "epochs",
-                "log_interval")
+    positive = (
+        "batch_size",
+        "eval_batch_size",
+        "test_batch_size",
+        "bptt",
+        "epochs",
+        "log_interval",
+    )
     for name in positive:
         if getattr(t, name) <= 0:
             raise DualsparseError(f"train.{name} = {getattr(t, name)} must be a positive integer")
     if t.lr <= 0:
         raise DualsparseError(f"train.lr = {t.lr} must be > 0")
     if t.threshold_lr_scale < 0 or t.min_lr < 0:
-        raise DualsparseError("train.threshold_lr_scale and train.min_lr must be >= 0 "
-                              "(a negative learning rate climbs the loss)")
+        raise DualsparseError(
+            "train.threshold_lr_scale and train.min_lr must be >= 0 "
+            "(a negative learning rate climbs the loss)"
+        )
     if t.weight_decay < 0 or t.bias_decay < 0:
         raise DualsparseError("train.weight_decay and train.bias_decay must be >= 0")
     if t.schedule not in SCHEDULES:
-        raise DualsparseError(f"train.schedule {t.schedule!r} is unknown; choose one of {SCHEDULES}")
+        raise DualsparseError(
+            f"train.schedule {t.schedule!r} is unknown; choose one of {SCHEDULES}"
+        )
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         raise DualsparseError("train.betas must be two numbers in [0, 1), e.g. 0.9,0.999")
     if t.clip < 0 or t.patience < 0 or t.warmup_epochs < 0 or t.threads < 0:

@@ -39,14 +39,31 @@ def demo_config(model_type: str, seed: int, epochs: int = 8) -> RunConfig:
     was still above 70 (hidden 256/128 and 128/64, 80k training tokens).
     """
     model = ModelConfig(
-        type=model_type, emb_size=64, hidden_sizes=[256, 128], dropout_words=0.0,
-        dropout_emb=0.1, dropout_forward=0.1, dropout_output=0.1, dropout_connect=0.1,
-        threshold_init_mean=0.0, surrogate_dampening=0.3, surrogate_width=0.5,
+        type=model_type,
+        emb_size=64,
+        hidden_sizes=[256, 128],
+        dropout_words=0.0,
+        dropout_emb=0.1,
+        dropout_forward=0.1,
+        dropout_output=0.1,
+        dropout_connect=0.1,
+        threshold_init_mean=0.0,
+        surrogate_dampening=0.3,
+        surrogate_width=0.5,
     )
     train_cfg = TrainConfig(
-        batch_size=32, eval_batch_size=10, test_batch_size=10, bptt=35, epochs=epochs,
-        lr=0.004, betas=[0.9, 0.999], weight_decay=0.01, bias_decay=0.0, clip=0.5,
-        seed=seed, log_interval=20,
+        batch_size=32,
+        eval_batch_size=10,
+        test_batch_size=10,
+        bptt=35,
+        epochs=epochs,
+        lr=0.004,
+        betas=[0.9, 0.999],
+        weight_decay=0.01,
+        bias_decay=0.0,
+        clip=0.5,
+        seed=seed,
+        log_interval=20,
     )
     cfg = RunConfig(model=model, train=train_cfg)
     validate(cfg)
@@ -79,8 +96,10 @@ def run_demo(
     corpus = read_corpus(corpus_dir)
     report = {
         "corpus": str(corpus_dir),
-        "source": {k: truth[k] for k in ("entropy_rate_perplexity", "unigram_perplexity",
-                                         "bigram_perplexity")},
+        "source": {
+            k: truth[k]
+            for k in ("entropy_rate_perplexity", "unigram_perplexity", "bigram_perplexity")
+        },
         "true_test_perplexity": truth["test"]["perplexity"],
         "test_tokens": truth["test"]["tokens"],
         "minutes_per_model": minutes,
@@ -91,8 +110,9 @@ def run_demo(
         cfg = demo_config(model_type, seed, epochs)
         summary = train(cfg, corpus, run_dir, max_minutes=minutes, progress=progress)
         run = load_run(run_dir, "best")
-        result = evaluate(run.model, corpus.test, cfg.train.test_batch_size, cfg.train.bptt,
-                          split="test")
+        result = evaluate(
+            run.model, corpus.test, cfg.train.test_batch_size, cfg.train.bptt, split="test"
+        )
         report["models"][model_type] = {
             "run": str(run_dir),
             "test_perplexity": result.perplexity,
@@ -106,8 +126,9 @@ def run_demo(
             "parameters": sum(p.numel() for p in run.model.parameters()),
         }
     report["threads"] = torch.get_num_threads()
-    report["model_config"] = {t: dataclasses.asdict(demo_config(t, seed, epochs).model)
-                              for t in ("egru", "lstm")}
+    report["model_config"] = {
+        t: dataclasses.asdict(demo_config(t, seed, epochs).model) for t in ("egru", "lstm")
+    }
     atomic_write_text(out_dir / "demo.json", json.dumps(report, indent=1))
     return report
 
@@ -121,12 +142,15 @@ def format_demo(report: dict) -> str:
         f"  best bigram model / unigram model:              {src['bigram_perplexity']:.2f} / "
         f"{src['unigram_perplexity']:.2f}",
         "",
-        f"{'model':<6} {'test ppl':>9} {'/ true':>7} {'epochs':>7} {'seconds':>8}  activity per layer",
+        f"{'model':<6} {'test ppl':>9} {'/ true':>7} {'epochs':>7} {'seconds':>8}"
+        "  activity per layer",
     ]
     for name, m in report["models"].items():
         activity = "  ".join(f"{a:.3f}" for a in m["layer_activity"])
-        lines.append(f"{name:<6} {m['test_perplexity']:>9.2f} {m['ratio_to_true']:>7.3f} "
-                     f"{m['epochs']:>7} {m['train_seconds']:>8.0f}  {activity}")
+        lines.append(
+            f"{name:<6} {m['test_perplexity']:>9.2f} {m['ratio_to_true']:>7.3f} "
+            f"{m['epochs']:>7} {m['train_seconds']:>8.0f}  {activity}"
+        )
     lines.append("")
     lines.append("activity = fraction of nonzero layer outputs (EGRU events; LSTM is dense).")
     return "\n".join(lines)

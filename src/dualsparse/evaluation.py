@@ -58,8 +58,9 @@ def evaluate(
         inputs, targets = get_batch(source, i, bptt)
         out = model(inputs, state)
         state = detach_state(out.state)
-        nll = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]),
-                              targets.reshape(-1), reduction="sum")
+        nll = F.cross_entropy(
+            out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1), reduction="sum"
+        )
         total_nll += nll.item()
         total_tokens += targets.numel()
         for k, y in enumerate(out.layer_outputs):
@@ -71,7 +72,7 @@ def evaluate(
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
         tokens=total_tokens,
-        layer_activity=[n / max(c, 1) for n, c in zip(nonzero, counted)],
+        layer_activity=[n / max(c, 1) for n, c in zip(nonzero, counted, strict=True)],
         layer_sizes=[layer.hidden_size for layer in model.layers],
         split=split,
         batch_size=batch_size,
@@ -89,6 +90,6 @@ def format_eval_table(result: EvalResult, title: str | Path = "") -> str:
     lines.append(f"perplexity   {result.perplexity:.2f}")
     lines.append("")
     lines.append("layer  units  activity (fraction of nonzero outputs)")
-    for k, (size, act) in enumerate(zip(result.layer_sizes, result.layer_activity)):
+    for k, (size, act) in enumerate(zip(result.layer_sizes, result.layer_activity, strict=True)):
         lines.append(f"{k:>5}  {size:>5}  {act:.4f}")
     return "\n".join(lines)

@@ -33,7 +33,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu") -> L
     try:
         cfg = RunConfig.from_dict(state["config"], source=f"{path}/state.json")
     except KeyError:
-        raise DualsparseError(f"{path}/state.json has no config; the checkpoint is damaged") from None
+        raise DualsparseError(
+            f"{path}/state.json has no config; the checkpoint is damaged"
+        ) from None
     vocab = Vocabulary.load(path / "vocab.json")
     if state.get("vocab_size") not in (None, len(vocab)):
         raise DualsparseError(

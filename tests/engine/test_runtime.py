@@ -59,10 +59,10 @@ def test_engine_equals_pytorch(model_type, weight_sparsity, input_table, export_
         assert engine.table_bytes == VOCAB * model.layers[0].weight_ih.shape[0] * 4
 
 
-@pytest.mark.parametrize("model_type", ["egru", "lstm"])
+@pytest.mark.parametrize("model_type", ["egru", "lstm", "gru"])
 def test_two_threads_over_rows_equal_one_thread(model_type, export_dir):
-    """EGRU layers and the decoder split their rows over threads; the single-threaded
-    arithmetic is kept entry for entry, so log-probs and counts are the same."""
+    """Layers (by units) and the decoder (by vocabulary) split their rows over threads; the
+    single-threaded arithmetic is kept entry for entry, so log-probs and counts are equal."""
     model = random_model(model_type, 0.7, hidden_sizes=(11, 6))  # an odd layer size
     directory = export_dir(model)
     tokens = torch.randint(0, VOCAB, (50,), generator=torch.Generator().manual_seed(5))

@@ -40,8 +40,12 @@ def numpy_egru(x, w_ih, w_hh, bias, theta, c0, y0):
         c_next, y_next = np.zeros_like(c), np.zeros_like(y)
         for b in range(batch):
             # rows of W and b: u = 0..H-1, r = H..2H-1, z = 2H..3H-1
-            r = [sigmoid(bias[hidden + j] + dot(hidden + j, w_ih, x[t, b]) +
-                         dot(hidden + j, w_hh, y[b])) for j in range(hidden)]
+            r = [
+                sigmoid(
+                    bias[hidden + j] + dot(hidden + j, w_ih, x[t, b]) + dot(hidden + j, w_hh, y[b])
+                )
+                for j in range(hidden)
+            ]
             r_y = [r[j] * y[b, j] for j in range(hidden)]
             for i in range(hidden):
                 u = sigmoid(bias[i] + dot(i, w_ih, x[t, b]) + dot(i, w_hh, y[b]))
@@ -74,9 +78,15 @@ def test_layer_forward_matches_unit_by_unit_reference(threshold):
     y0 = torch.where(c0 > threshold, c0, 0.0)
     with torch.no_grad():
         y_seq, (c_last, y_last), c_pre = layer(x, (c0, y0))
-    ref = numpy_egru(x.numpy(), layer.weight_ih.detach().numpy(), layer.weight_hh.detach().numpy(),
-                     layer.bias.detach().numpy(), layer.threshold.detach().numpy(), c0.numpy(),
-                     y0.numpy())
+    ref = numpy_egru(
+        x.numpy(),
+        layer.weight_ih.detach().numpy(),
+        layer.weight_hh.detach().numpy(),
+        layer.bias.detach().numpy(),
+        layer.threshold.detach().numpy(),
+        c0.numpy(),
+        y0.numpy(),
+    )
     for ours, theirs in zip((y_seq, c_pre, c_last, y_last), ref, strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-12)
     activity = (y_seq != 0).double().mean().item()
@@ -87,8 +97,16 @@ def test_layer_forward_matches_unit_by_unit_reference(threshold):
 
 @pytest.mark.parametrize(
     "x, expected",
-    [(0.0, 2.0), (0.25, 1.0), (-0.25, 1.0), (0.4, 0.4), (0.5, 0.0), (-0.5, 0.0), (0.7, 0.0),
-     (-3.0, 0.0)],
+    [
+        (0.0, 2.0),
+        (0.25, 1.0),
+        (-0.25, 1.0),
+        (0.4, 0.4),
+        (0.5, 0.0),
+        (-0.5, 0.0),
+        (0.7, 0.0),
+        (-3.0, 0.0),
+    ],
 )
 def test_surrogate_derivative_is_the_triangle(x, expected):
     """γ·max(0, 1 − |x|/ε) with ε = 0.5, γ = 2: peak γ at 0, zero from |x| = ε on."""
@@ -97,8 +115,7 @@ def test_surrogate_derivative_is_the_triangle(x, expected):
 
 
 def test_heaviside_surrogate_forward_is_step_backward_is_triangle():
-    x = torch.tensor([-1.0, -0.25, 0.0, 1e-9, 0.25, 0.6], dtype=torch.float64,
-                     requires_grad=True)
+    x = torch.tensor([-1.0, -0.25, 0.0, 1e-9, 0.25, 0.6], dtype=torch.float64, requires_grad=True)
     out = HeavisideSurrogate.apply(x, 0.5, 2.0)
     assert out.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)
@@ -124,16 +141,20 @@ def test_fused_backward_matches_autograd_through_reference(used):
     width, dampening = 0.3, 1.7  # wide: many ĉ fall inside the surrogate's support
     inputs = egru_inputs(seed=2)
     g = torch.Generator().manual_seed(3)
-    weight_y, weight_c, weight_y_last = (torch.randn(s, generator=g, dtype=torch.float64)
-                                         for s in ((7, 3, 4), (3, 4), (3, 4)))
+    weight_y, weight_c, weight_y_last = (
+        torch.randn(s, generator=g, dtype=torch.float64) for s in ((7, 3, 4), (3, 4), (3, 4))
+    )
 
     def run(function):
         leaves = [t.clone().requires_grad_() for t in inputs]
         y_seq, c_pre, c_last, y_last = function(*leaves, width, dampening)
-        loss = {"all": (y_seq * weight_y).sum() + (c_last * weight_c).sum()
-                       + (y_last * weight_y_last).sum(),
-                "sequence": (y_seq * weight_y).sum(),
-                "final-state": (c_last * weight_c).sum() + (y_last * weight_y_last).sum()}[used]
+        loss = {
+            "all": (y_seq * weight_y).sum()
+            + (c_last * weight_c).sum()
+            + (y_last * weight_y_last).sum(),
+            "sequence": (y_seq * weight_y).sum(),
+            "final-state": (c_last * weight_c).sum() + (y_last * weight_y_last).sum(),
+        }[used]
         grads = torch.autograd.grad(loss, leaves)
         return (y_seq, c_pre, c_last, y_last), grads
 
@@ -157,8 +178,9 @@ def test_threshold_gradient_flows_through_the_pseudo_derivative():
     assert margin > 1e-6
     for width, dampening in ((0.3, 1.0), (1e-6, 1.0)):
         threshold = inputs[2].clone().requires_grad_()
-        y_seq = EGRUSequence.apply(inputs[0], inputs[1], threshold, inputs[3], inputs[4], width,
-                                   dampening)[0]
+        y_seq = EGRUSequence.apply(
+            inputs[0], inputs[1], threshold, inputs[3], inputs[4], width, dampening
+        )[0]
         y_seq.sum().backward()
         expected = -(c_pre * surrogate_heaviside_grad(c_pre - inputs[2], width, dampening)).sum(0)
         torch.testing.assert_close(threshold.grad, expected, rtol=1e-12, atol=1e-14)
@@ -169,9 +191,17 @@ def test_threshold_gradient_flows_through_the_pseudo_derivative():
 
 
 def tiny_lm(seed: int, surrogate_width: float) -> LanguageModel:
-    cfg = ModelConfig(type="egru", emb_size=8, hidden_sizes=[6, 5], dropout_words=0.0,
-                      dropout_emb=0.0, dropout_forward=0.0, dropout_output=0.0,
-                      dropout_connect=0.0, surrogate_width=surrogate_width)
+    cfg = ModelConfig(
+        type="egru",
+        emb_size=8,
+        hidden_sizes=[6, 5],
+        dropout_words=0.0,
+        dropout_emb=0.0,
+        dropout_forward=0.0,
+        dropout_output=0.0,
+        dropout_connect=0.0,
+        surrogate_width=surrogate_width,
+    )
     torch.manual_seed(seed)
     model = LanguageModel(cfg, vocab_size=11).double().eval()
     with torch.no_grad():
@@ -185,8 +215,10 @@ def lm_loss(model: LanguageModel, tokens, targets):
     out = model(tokens)
     loss = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1))
     loss = loss + 0.1 * sum(state[0].sum() for state in out.state)
-    shifted = [c_pre - layer.threshold
-               for c_pre, layer in zip(out.pre_reset_states, model.layers, strict=True)]
+    shifted = [
+        c_pre - layer.threshold
+        for c_pre, layer in zip(out.pre_reset_states, model.layers, strict=True)
+    ]
     events = [s > 0 for s in shifted]
     margin = min(s.abs().min().item() for s in shifted)
     return loss, events, margin
@@ -222,8 +254,9 @@ def test_language_model_gradient_matches_finite_differences():
                     losses.append(value.item())
                 flat[k] += step
                 numeric[k] = (losses[0] - losses[1]) / (2 * step)
-            torch.testing.assert_close(param.grad.view(-1), numeric, rtol=1e-5, atol=1e-8,
-                                       msg=labelled(name))
+            torch.testing.assert_close(
+                param.grad.view(-1), numeric, rtol=1e-5, atol=1e-8, msg=labelled(name)
+            )
 
 
 def test_thresholds_get_gradient_with_the_normal_surrogate_width():

@@ -9,8 +9,13 @@ from dualsparse.models.baselines import GRULayer, LSTMLayer
 from dualsparse.models.lm import LanguageModel, parameter_groups
 
 VOCAB = 20
-NO_DROPOUT = {"dropout_words": 0.0, "dropout_emb": 0.0, "dropout_forward": 0.0,
-              "dropout_output": 0.0, "dropout_connect": 0.0}
+NO_DROPOUT = {
+    "dropout_words": 0.0,
+    "dropout_emb": 0.0,
+    "dropout_forward": 0.0,
+    "dropout_output": 0.0,
+    "dropout_connect": 0.0,
+}
 
 
 def tiny_model(seed: int = 0, **overrides) -> LanguageModel:
@@ -26,8 +31,9 @@ def tokens(steps: int = 7, batch: int = 3, seed: int = 0) -> torch.Tensor:
 def record_calls(module: nn.Module) -> list[tuple[tuple, dict]]:
     """(args, kwargs) of every forward call of ``module``, recorded by a pre-hook."""
     calls = []
-    module.register_forward_pre_hook(lambda _m, args, kwargs: calls.append((args, kwargs)),
-                                     with_kwargs=True)
+    module.register_forward_pre_hook(
+        lambda _m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True
+    )
     return calls
 
 
@@ -42,9 +48,11 @@ def test_decoder_shares_the_embedding_storage():
 
 @pytest.mark.parametrize(
     "hidden_sizes, tie, projection",
-    [([16, 12], True, (12, 16)),  # last layer narrower than the embedding: project up
-     ([12, 16], True, None),  # last layer = embedding size: decoder reads it directly
-     ([16, 12], False, None)],  # untied decoder takes any width
+    [
+        ([16, 12], True, (12, 16)),  # last layer narrower than the embedding: project up
+        ([12, 16], True, None),  # last layer = embedding size: decoder reads it directly
+        ([16, 12], False, None),
+    ],  # untied decoder takes any width
 )
 def test_projection_only_when_last_layer_differs_from_embedding(hidden_sizes, tie, projection):
     model = tiny_model(hidden_sizes=hidden_sizes, tie_weights=tie)
@@ -55,9 +63,11 @@ def test_projection_only_when_last_layer_differs_from_embedding(hidden_sizes, ti
     assert model(tokens()).logits.shape == (7, 3, VOCAB)
 
 
-LAYER_PARAMS = {"egru": ["weight_ih", "weight_hh", "bias", "threshold"],
-                "lstm": ["weight_ih", "weight_hh", "bias_ih", "bias_hh"],
-                "gru": ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]}
+LAYER_PARAMS = {
+    "egru": ["weight_ih", "weight_hh", "bias", "threshold"],
+    "lstm": ["weight_ih", "weight_hh", "bias_ih", "bias_hh"],
+    "gru": ["weight_ih", "weight_hh", "bias_ih", "bias_hh"],
+}
 
 
 @pytest.mark.parametrize("kind", ["egru", "lstm", "gru"])
@@ -65,7 +75,8 @@ def test_drop_connect_drops_recurrent_weights_only_in_training(kind):
     p = 0.5
     model = tiny_model(type=kind, dropout_connect=p)
     expected_names = ["encoder.weight", "decoder.bias", "projection.weight"] + [
-        f"layers.{i}.{name}" for i in range(2) for name in LAYER_PARAMS[kind]]
+        f"layers.{i}.{name}" for i in range(2) for name in LAYER_PARAMS[kind]
+    ]
     calls = record_calls(model.layers[0])
     param = model.layers[0].weight_hh
 
@@ -101,8 +112,7 @@ def test_baseline_layers_equal_torch_modules(layer_class, torch_class, training)
             getattr(theirs, f"{name}_l0").copy_(getattr(ours, name))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, 5, generator=g, dtype=torch.float64)
-    state = tuple(torch.randn(3, 4, generator=g, dtype=torch.float64)
-                  for _ in ours.init_state(3))
+    state = tuple(torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in ours.init_state(3))
     out, new_state, _ = ours(x, state)
     torch_state = tuple(s.unsqueeze(0) for s in state)
     expected, expected_state = theirs(x, torch_state if len(state) == 2 else torch_state[0])
@@ -118,13 +128,19 @@ def test_baseline_layers_equal_torch_modules(layer_class, torch_class, training)
 
 def locked_dropout_ratio(key: str, model: LanguageModel, batch: torch.Tensor) -> torch.Tensor:
     """Output of the locked dropout named ``key`` divided by its input, [T, B, D]."""
-    consumer = {"dropout_emb": model.layers[0], "dropout_forward": model.layers[1],
-                "dropout_output": model.projection}[key]
+    consumer = {
+        "dropout_emb": model.layers[0],
+        "dropout_forward": model.layers[1],
+        "dropout_output": model.projection,
+    }[key]
     calls = record_calls(consumer)
     out = model(batch)
     dropped = calls[-1][0][0]
-    raw = {"dropout_emb": model.encoder(batch), "dropout_forward": out.layer_outputs[0],
-           "dropout_output": out.layer_outputs[-1]}[key]
+    raw = {
+        "dropout_emb": model.encoder(batch),
+        "dropout_forward": out.layer_outputs[0],
+        "dropout_output": out.layer_outputs[-1],
+    }[key]
     return dropped / raw
 
 
@@ -164,8 +180,9 @@ def test_embedding_dropout_drops_whole_word_types():
 @pytest.mark.parametrize("kind", ["egru", "lstm"])
 def test_parameter_groups_hold_each_parameter_once(kind):
     model = tiny_model(type=kind)
-    groups = parameter_groups(model, weight_decay=0.1, bias_decay=0.01, threshold_lr_scale=0.5,
-                              lr=0.002)
+    groups = parameter_groups(
+        model, weight_decay=0.1, bias_decay=0.01, threshold_lr_scale=0.5, lr=0.002
+    )
     grouped = [id(p) for g in groups for p in g["params"]]
     assert len(grouped) == len(set(grouped))
     assert set(grouped) == {id(p) for p in model.parameters()}

@@ -27,12 +27,25 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def tiny_config(model_type: str = "egru") -> RunConfig:
-    return RunConfig.from_dict({
-        "model": {"type": model_type, "emb_size": 16, "hidden_sizes": [16, 12],
-                  "threshold_init_mean": 0.05},
-        "train": {"epochs": 1, "batch_size": 4, "bptt": 8, "eval_batch_size": 2,
-                  "weight_decay": 0.3, "bias_decay": 0.01, "log_interval": 1000},
-    })
+    return RunConfig.from_dict(
+        {
+            "model": {
+                "type": model_type,
+                "emb_size": 16,
+                "hidden_sizes": [16, 12],
+                "threshold_init_mean": 0.05,
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": 4,
+                "bptt": 8,
+                "eval_batch_size": 2,
+                "weight_decay": 0.3,
+                "bias_decay": 0.01,
+                "log_interval": 1000,
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -105,16 +118,16 @@ def test_binning_and_quantiles_on_hand_made_values():
 
 
 def test_outputs_are_written_and_load_without_pickle(corpus, tmp_path):
-    report = analyze_activity(tiny_model(corpus), corpus.valid, batch_size=2, bptt=4,
-                              split="valid")
+    report = analyze_activity(tiny_model(corpus), corpus.valid, batch_size=2, bptt=4, split="valid")
     paths = write_activity_outputs(report, tmp_path / "out", tiny_config())
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert (data["weight_decay"], data["bias_decay"]) == (0.3, 0.01)
     layer1 = data["layers"][1]
     assert layer1["c_minus_theta"]["counts"] == report.layers[1].c_minus_theta.counts.tolist()
     with np.load(paths["npz"], allow_pickle=False) as arrays:
-        np.testing.assert_array_equal(arrays["layer0_neuron_activity"],
-                                      report.layers[0].neuron_activity)
+        np.testing.assert_array_equal(
+            arrays["layer0_neuron_activity"], report.layers[0].neuron_activity
+        )
         assert arrays["layer1_c_minus_theta_counts"].sum() == report.tokens * 12
     for stem in ("fig4_neuron_activity", "fig5_c_minus_theta"):
         png = (tmp_path / "out" / f"{stem}.png").read_bytes()
@@ -133,10 +146,10 @@ def test_without_matplotlib_the_data_files_are_still_written(corpus, tmp_path, m
 
 
 def test_lstm_reports_activity_without_a_threshold_section(corpus, tmp_path):
-    report = analyze_activity(tiny_model(corpus, "lstm"), corpus.valid, batch_size=2, bptt=4,
-                              config=tiny_config("lstm"))
-    assert all(layer.c_minus_theta is None and layer.thresholds is None
-               for layer in report.layers)
+    report = analyze_activity(
+        tiny_model(corpus, "lstm"), corpus.valid, batch_size=2, bptt=4, config=tiny_config("lstm")
+    )
+    assert all(layer.c_minus_theta is None and layer.thresholds is None for layer in report.layers)
     assert "no threshold" in format_activity_table(report)
     paths = write_activity_outputs(report, tmp_path)
     assert "fig4_neuron_activity_png" in paths
@@ -148,16 +161,47 @@ def test_lstm_reports_activity_without_a_threshold_section(corpus, tmp_path):
 def test_cli_prints_json_and_writes_into_the_run(corpus, tiny_corpus_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     train(tiny_config(), corpus, run_dir, progress=False)
-    code = main(["activity", str(run_dir), "--split", "valid", "--data", str(tiny_corpus_dir),
-                 "--json", "--no-plots"])
+    code = main(
+        [
+            "activity",
+            str(run_dir),
+            "--split",
+            "valid",
+            "--data",
+            str(tiny_corpus_dir),
+            "--json",
+            "--no-plots",
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"run", "checkpoint", "outputs", "layers", "overall_activity", "weight_decay",
-            "bias_decay", "split", "tokens"} <= set(data)
+    assert {
+        "run",
+        "checkpoint",
+        "outputs",
+        "layers",
+        "overall_activity",
+        "weight_decay",
+        "bias_decay",
+        "split",
+        "tokens",
+    } <= set(data)
     assert data["weight_decay"] == 0.3 and data["split"] == "valid"
     assert (run_dir / "activity-valid" / "activity.npz").is_file()
-    assert main(["activity", str(run_dir), "--data", str(tiny_corpus_dir),
-                 "--out", str(tmp_path / "table"), "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "activity",
+                str(run_dir),
+                "--data",
+                str(tiny_corpus_dir),
+                "--out",
+                str(tmp_path / "table"),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "weight_decay   0.3" in table and "frac ĉ>θ" in table
 

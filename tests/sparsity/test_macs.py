@@ -38,15 +38,41 @@ def test_paper_dense_totals():
     assert egru.totals("rnn")["dense_macs_per_token"] == 24_165_000
 
 
-@pytest.mark.parametrize("model_type, rows", [
-    # emb 3, hidden [4, 2], vocab 7: W_ih [G·H, I], recurrent [G·H, H]; head below
-    ("egru", {"layer0.W_ih": 12 * 3, "layer0.U_ur": 8 * 4, "layer0.U_z": 4 * 4,
-              "layer1.W_ih": 6 * 4, "layer1.U_ur": 4 * 2, "layer1.U_z": 2 * 2}),
-    ("gru", {"layer0.W_ih": 12 * 3, "layer0.W_hh": 12 * 4,
-             "layer1.W_ih": 6 * 4, "layer1.W_hh": 6 * 2}),
-    ("lstm", {"layer0.W_ih": 16 * 3, "layer0.W_hh": 16 * 4,
-              "layer1.W_ih": 8 * 4, "layer1.W_hh": 8 * 2}),
-])
+@pytest.mark.parametrize(
+    "model_type, rows",
+    [
+        # emb 3, hidden [4, 2], vocab 7: W_ih [G·H, I], recurrent [G·H, H]; head below
+        (
+            "egru",
+            {
+                "layer0.W_ih": 12 * 3,
+                "layer0.U_ur": 8 * 4,
+                "layer0.U_z": 4 * 4,
+                "layer1.W_ih": 6 * 4,
+                "layer1.U_ur": 4 * 2,
+                "layer1.U_z": 2 * 2,
+            },
+        ),
+        (
+            "gru",
+            {
+                "layer0.W_ih": 12 * 3,
+                "layer0.W_hh": 12 * 4,
+                "layer1.W_ih": 6 * 4,
+                "layer1.W_hh": 6 * 2,
+            },
+        ),
+        (
+            "lstm",
+            {
+                "layer0.W_ih": 16 * 3,
+                "layer0.W_hh": 16 * 4,
+                "layer1.W_ih": 8 * 4,
+                "layer1.W_hh": 8 * 2,
+            },
+        ),
+    ],
+)
 def test_dense_rows_by_hand(model_type, rows):
     report = dense_macs_per_token(model_type, 3, [4, 2], vocab_size=7)
     head = {"projection": 3 * 2, "decoder": 7 * 3}  # projection [E, H_last], decoder [V, E]
@@ -58,16 +84,24 @@ def test_dense_rows_by_hand(model_type, rows):
 
 
 def test_event_macs_matches_loops_over_steps_and_columns():
-    weight = torch.tensor([[0.5, 0.0, 0.0, 1.0, 0.0],
-                           [0.0, 0.0, 2.0, 1.0, 0.0],
-                           [0.3, 0.0, 0.0, 0.0, 0.0],
-                           [0.1, 0.0, -1.0, 1.0, 0.0]])
-    active_values = torch.tensor([[1.0, 0.0, 0.0, 0.2, 0.0],
-                                  [0.0, 3.0, 0.0, 0.0, 1.0],
-                                  [0.4, 0.1, -0.5, 0.7, 0.9],
-                                  [0.0, 0.0, 0.0, 0.0, 0.0],
-                                  [0.0, 0.0, 0.2, 0.0, 0.0],
-                                  [-1.0, 0.0, 0.0, 0.0, 0.0]])
+    weight = torch.tensor(
+        [
+            [0.5, 0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 2.0, 1.0, 0.0],
+            [0.3, 0.0, 0.0, 0.0, 0.0],
+            [0.1, 0.0, -1.0, 1.0, 0.0],
+        ]
+    )
+    active_values = torch.tensor(
+        [
+            [1.0, 0.0, 0.0, 0.2, 0.0],
+            [0.0, 3.0, 0.0, 0.0, 1.0],
+            [0.4, 0.1, -0.5, 0.7, 0.9],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.2, 0.0, 0.0],
+            [-1.0, 0.0, 0.0, 0.0, 0.0],
+        ]
+    )
     assert column_nnz(weight).tolist() == [3, 0, 2, 3, 0]
     expected = 0
     for step in range(active_values.shape[0]):
@@ -81,8 +115,9 @@ def test_event_macs_matches_loops_over_steps_and_columns():
 def test_row_estimate_and_exact_by_hand():
     # 2 tokens, columns with nnz [2, 1], only input 0 ever active: exact 2·2 = 4 MACs,
     # activity 2/4, density 3/4, estimate 0.5·0.75·4 = 1.5 MACs/token vs exact 2
-    row = MacRow("w", 2, 2, True, tokens=2, weight_nonzero=3, active_inputs=2,
-                 event_macs_total=4).to_dict()
+    row = MacRow(
+        "w", 2, 2, True, tokens=2, weight_nonzero=3, active_inputs=2, event_macs_total=4
+    ).to_dict()
     assert row["activity"] == 0.5 and row["weight_density"] == 0.75
     assert row["estimated_macs_per_token"] == 1.5 and row["event_macs_per_token"] == 2.0
     assert row["exact_over_estimate"] == pytest.approx(4 / 3)
@@ -105,8 +140,9 @@ def tiny_lm(model_type: str, hidden: list[int], seed: int = 0) -> LanguageModel:
 
 
 def count_pairs(weight: list[list[float]], values: list[float]) -> int:
-    return sum(1 for j, a in enumerate(values) if a != 0
-               for i in range(len(weight)) if weight[i][j] != 0)
+    return sum(
+        1 for j, a in enumerate(values) if a != 0 for i in range(len(weight)) if weight[i][j] != 0
+    )
 
 
 @torch.no_grad()
@@ -145,12 +181,15 @@ def brute_force_event_macs(model: LanguageModel, data: torch.Tensor, batch_size:
     return counts
 
 
-@pytest.mark.parametrize("model_type, hidden", [
-    ("egru", [6, 5]),  # projection 5 → 8
-    ("egru", [6, 8]),  # tied decoder straight on the last layer
-    ("lstm", [6, 5]),
-    ("gru", [6, 5]),
-])
+@pytest.mark.parametrize(
+    "model_type, hidden",
+    [
+        ("egru", [6, 5]),  # projection 5 → 8
+        ("egru", [6, 8]),  # tied decoder straight on the last layer
+        ("lstm", [6, 5]),
+        ("gru", [6, 5]),
+    ],
+)
 def test_measure_macs_matches_brute_force(model_type, hidden):
     model = tiny_lm(model_type, hidden)
     data = torch.randint(0, VOCAB, (31,), generator=torch.Generator().manual_seed(1))
@@ -160,14 +199,16 @@ def test_measure_macs_matches_brute_force(model_type, hidden):
     assert {r.name: r.event_macs_total for r in report.rows} == expected
     assert report.totals("full")["event_macs_total"] == sum(expected.values())
     assert report.totals("rnn")["event_macs_total"] == sum(
-        v for k, v in expected.items() if k.startswith("layer"))
+        v for k, v in expected.items() if k.startswith("layer")
+    )
     rows = {r.name: r.to_dict() for r in report.rows}
     if model_type == "egru":  # the test means something only if activity is really sparse
         assert 0.05 < rows["layer1.W_ih"]["activity"] < 0.95
         assert rows["layer0.U_ur"]["activity"] == rows["layer0.U_z"]["activity"]
     described = dense_macs_per_token(model_type, 8, hidden, VOCAB)
-    assert [(r.name, r.dense_macs_per_token) for r in described.rows] == \
-        [(r.name, r.dense_macs_per_token) for r in report.rows]
+    assert [(r.name, r.dense_macs_per_token) for r in described.rows] == [
+        (r.name, r.dense_macs_per_token) for r in report.rows
+    ]
     json.dumps(report.to_dict(), allow_nan=False)
     assert "biases not counted" in format_mac_table(report)
 
@@ -181,8 +222,9 @@ def test_dense_activity_makes_exact_equal_weight_sparse(model_type):
     report = measure_macs(model, data, batch_size=2, bptt=4)
     for row in report.rows:
         d = row.to_dict()
-        assert d["weight_sparse_macs_per_token"] < d["dense_macs_per_token"] or \
-            row.name == "decoder"
+        assert (
+            d["weight_sparse_macs_per_token"] < d["dense_macs_per_token"] or row.name == "decoder"
+        )
         # the recurrent products read the zero initial state once per column
         steps = report.tokens - 2 if row.name.endswith("W_hh") else report.tokens
         assert row.event_macs_total == row.weight_nonzero * steps
@@ -220,22 +262,43 @@ def test_cli_json_for_a_run_and_for_a_described_model(tiny_corpus_dir, tmp_path,
     run_dir = tmp_path / "run"
     train(tiny_run_config(), read_corpus(tiny_corpus_dir), run_dir, progress=False)
     capsys.readouterr()
-    assert main(["macs", str(run_dir), "--data", str(tiny_corpus_dir), "--bptt", "8",
-                 "--json"]) == 0
+    assert (
+        main(["macs", str(run_dir), "--data", str(tiny_corpus_dir), "--bptt", "8", "--json"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
-    assert {"run", "checkpoint", "split", "batch_size", "bptt", "model_type", "tokens",
-            "rows", "totals", "note"} <= set(out)
+    assert {
+        "run",
+        "checkpoint",
+        "split",
+        "batch_size",
+        "bptt",
+        "model_type",
+        "tokens",
+        "rows",
+        "totals",
+        "note",
+    } <= set(out)
     assert out["split"] == "test" and out["batch_size"] == 1 and out["tokens"] == 32
     assert "biases not counted" in out["note"]
-    assert {"name", "shape", "dense_macs_per_token", "weight_density", "activity",
-            "estimated_macs_per_token", "event_macs_per_token", "event_macs_total",
-            "exact_over_estimate"} <= set(out["rows"][0])
+    assert {
+        "name",
+        "shape",
+        "dense_macs_per_token",
+        "weight_density",
+        "activity",
+        "estimated_macs_per_token",
+        "event_macs_per_token",
+        "event_macs_total",
+        "exact_over_estimate",
+    } <= set(out["rows"][0])
     # emb 16, hidden [16, 12]: a projection 12 → 16 before the tied decoder
     assert [r["name"] for r in out["rows"]][-3:] == ["layer1.U_z", "projection", "decoder"]
     assert set(out["totals"]) == {"rnn", "full"}
 
-    assert main(["macs", "--model", "lstm", "--emb", "400", "--hidden", "1150,1150,400",
-                 "--json"]) == 0
+    assert (
+        main(["macs", "--model", "lstm", "--emb", "400", "--hidden", "1150,1150,400", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["totals"]["rnn"]["dense_macs_per_token"] == 20_190_000
     assert out["measured"] is False and out["totals"]["full"] is None
@@ -243,16 +306,19 @@ def test_cli_json_for_a_run_and_for_a_described_model(tiny_corpus_dir, tmp_path,
     assert "24.1650" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "give RUN"),
-    (["somewhere", "--model", "egru"], "not both"),
-    (["--model", "egru", "--emb", "8"], "give RUN"),
-    (["--model", "egru", "--emb", "x", "--hidden", "8"], "--emb"),
-    (["--model", "egru", "--emb", "8", "--hidden", "8,,4"], "--hidden"),
-    (["--model", "egru", "--emb", "8", "--hidden", "8,-4"], "--hidden"),
-    (["--model", "egru", "--emb", "8", "--hidden", "8", "--vocab", "0"], "--vocab"),
-    (["--model", "rnn", "--emb", "8", "--hidden", "8"], "rnn"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give RUN"),
+        (["somewhere", "--model", "egru"], "not both"),
+        (["--model", "egru", "--emb", "8"], "give RUN"),
+        (["--model", "egru", "--emb", "x", "--hidden", "8"], "--emb"),
+        (["--model", "egru", "--emb", "8", "--hidden", "8,,4"], "--hidden"),
+        (["--model", "egru", "--emb", "8", "--hidden", "8,-4"], "--hidden"),
+        (["--model", "egru", "--emb", "8", "--hidden", "8", "--vocab", "0"], "--vocab"),
+        (["--model", "rnn", "--emb", "8", "--hidden", "8"], "rnn"),
+    ],
+)
 def test_cli_errors(argv, message, capsys):
     assert main(["macs", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_run_config
 
+from conftest import tiny_run_config
 from dualsparse.cli import main
 from dualsparse.data.corpus import read_corpus
 from dualsparse.errors import DualsparseError
@@ -20,7 +20,11 @@ from dualsparse.training.loop import Trainer, train
 
 def test_global_threshold_matches_a_direct_sort():
     rng = np.random.default_rng(0)
-    mats = {"a": rng.normal(size=(7, 5)), "b": rng.normal(size=(3, 11)) * 3, "c": rng.normal(size=9)}
+    mats = {
+        "a": rng.normal(size=(7, 5)),
+        "b": rng.normal(size=(3, 11)) * 3,
+        "c": rng.normal(size=9),
+    }
     weights = {k: torch.tensor(v, dtype=torch.float32) for k, v in mats.items()}
     everything = np.concatenate([np.abs(v).ravel() for v in mats.values()]).astype(np.float32)
     for sparsity in (0.0, 0.1, 0.5, 0.85, 0.99):
@@ -87,8 +91,9 @@ def test_pruned_weights_stay_zero_through_training_steps(tiny_corpus_dir, tmp_pa
     params = dict(model.named_parameters())
     masks = global_magnitude_masks({n: params[n] for n in names}, 0.7)
     embedding_before = model.encoder.weight.detach().clone()
-    trainer = Trainer(cfg, corpus, tmp_path / "run", progress=False, initial_model=model,
-                      masks=masks)
+    trainer = Trainer(
+        cfg, corpus, tmp_path / "run", progress=False, initial_model=model, masks=masks
+    )
     trainer.run()
     trained = dict(trainer.model.named_parameters())
     for name, mask in masks.items():
@@ -141,18 +146,33 @@ def test_dropconnect_sees_the_current_mask():
 def test_prune_run_end_to_end_and_resume_after_interrupt(tiny_corpus_dir, tmp_path):
     corpus = read_corpus(tiny_corpus_dir)
     train(tiny_run_config(epochs=2), corpus, tmp_path / "dense", progress=False)
-    record = prune_run(tmp_path / "dense", tmp_path / "pruned", corpus, target=0.75, steps=2,
-                       finetune_epochs=1, progress=False)
+    record = prune_run(
+        tmp_path / "dense",
+        tmp_path / "pruned",
+        corpus,
+        target=0.75,
+        steps=2,
+        finetune_epochs=1,
+        progress=False,
+    )
     assert record["sparsity"]["weight_sparsity"] == pytest.approx(0.75, abs=1e-3)
     assert [h["step"] for h in record["history"]] == [1, 2]
     assert record["history"][0]["weight_sparsity"] == pytest.approx(0.5, abs=1e-3)
     run = load_run(tmp_path / "pruned")
-    assert sparsity_report(run.model, run.model.rnn_weight_names())["weight_sparsity"] == \
-        pytest.approx(0.75, abs=1e-3)
+    assert sparsity_report(run.model, run.model.rnn_weight_names())[
+        "weight_sparsity"
+    ] == pytest.approx(0.75, abs=1e-3)
     assert json.loads((tmp_path / "pruned" / "prune.json").read_text())["target"] == 0.75
     # a second call finds both steps done and reproduces the same final model
-    again = prune_run(tmp_path / "dense", tmp_path / "pruned", corpus, target=0.75, steps=2,
-                      finetune_epochs=1, progress=False)
+    again = prune_run(
+        tmp_path / "dense",
+        tmp_path / "pruned",
+        corpus,
+        target=0.75,
+        steps=2,
+        finetune_epochs=1,
+        progress=False,
+    )
     assert again["history"] == record["history"]
 
 

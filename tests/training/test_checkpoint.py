@@ -23,8 +23,9 @@ def tiny_model(seed: int, **model) -> LanguageModel:
 
 
 def save(run_dir: Path, model: LanguageModel, epoch: int = 1, **kwargs) -> Path:
-    return ckpt.save_checkpoint(run_dir, model, VOCAB, {"epoch": epoch, "global_step": epoch},
-                                **kwargs)
+    return ckpt.save_checkpoint(
+        run_dir, model, VOCAB, {"epoch": epoch, "global_step": epoch}, **kwargs
+    )
 
 
 def test_round_trip_restores_weights_exactly_and_keeps_the_tie(tmp_path):
@@ -81,7 +82,10 @@ def test_pointers_name_complete_checkpoints_and_old_ones_are_collected(tmp_path)
     assert ckpt.checkpoint_dir(tmp_path, "best") == first
     third = save(tmp_path, model, epoch=3, pointers=("latest", "best"))
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {
-        third.name, "latest.json", "best.json"}
+        third.name,
+        "latest.json",
+        "best.json",
+    }
     assert not second.exists() and not first.exists()
 
 
@@ -122,19 +126,25 @@ def test_damaged_safetensors_is_one_clear_error(tmp_path, damage):
     path = save(tmp_path, tiny_model(seed=0)) / "model.safetensors"
     data = path.read_bytes()
     garbage = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
-    path.write_bytes({"truncated": data[: len(data) // 2],
-                      "random bytes": bytes(garbage.to(torch.uint8).tolist()),
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "random bytes": bytes(garbage.to(torch.uint8).tolist()),
+            "empty": b"",
+        }[damage]
+    )
     message = error_message(ckpt.load_model_weights, tiny_model(seed=0), path)
     assert "truncated or corrupted" in message and str(path) in message
 
 
 @pytest.mark.parametrize(
     "text, expected",
-    [(None, "is missing"),
-     ('{"format": "dualsparse-checkpoint", "vers', "is not valid JSON"),
-     ('["a list"]', "is not a dualsparse checkpoint"),
-     ('{"format": "dualsparse-checkpoint", "version": 99}', "format version 99")],
+    [
+        (None, "is missing"),
+        ('{"format": "dualsparse-checkpoint", "vers', "is not valid JSON"),
+        ('["a list"]', "is not a dualsparse checkpoint"),
+        ('{"format": "dualsparse-checkpoint", "version": 99}', "format version 99"),
+    ],
 )
 def test_damaged_state_json(tmp_path, text, expected):
     path = save(tmp_path, tiny_model(seed=0))

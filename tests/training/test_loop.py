@@ -84,8 +84,12 @@ def test_run_dir_holds_metrics_config_and_checkpoints(uninterrupted):
     assert config == tiny_run_config(epochs=EPOCHS).to_dict()
     latest = ckpt.checkpoint_dir(uninterrupted, "latest")
     best = ckpt.checkpoint_dir(uninterrupted, "best")
-    assert {p.name for p in latest.iterdir()} == {"model.safetensors", "training.safetensors",
-                                                  "state.json", "vocab.json"}
+    assert {p.name for p in latest.iterdir()} == {
+        "model.safetensors",
+        "training.safetensors",
+        "state.json",
+        "vocab.json",
+    }
     with safe_open(str(latest / "model.safetensors"), framework="pt") as handle:
         stored = set(handle.keys())
     assert len(stored & {"encoder.weight", "decoder.weight"}) == 1  # the tied matrix, once
@@ -97,8 +101,7 @@ def test_run_dir_holds_metrics_config_and_checkpoints(uninterrupted):
     assert temp_files(uninterrupted) == []
 
 
-def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(corpus, tmp_path,
-                                                                   uninterrupted):
+def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(corpus, tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     first = train(tiny_run_config(epochs=1), corpus, run_dir, progress=False)
     assert (first.stopped, first.epochs_done) == ("completed", 1)
@@ -107,11 +110,13 @@ def test_resume_at_epoch_boundary_reproduces_the_uninterrupted_run(corpus, tmp_p
     assert_same_run(run_dir, uninterrupted)
 
 
-def test_time_budget_stops_mid_epoch_and_resume_finishes_the_same_run(corpus, tmp_path,
-                                                                      uninterrupted):
+def test_time_budget_stops_mid_epoch_and_resume_finishes_the_same_run(
+    corpus, tmp_path, uninterrupted
+):
     run_dir = tmp_path / "run"
-    stopped = train(tiny_run_config(epochs=EPOCHS), corpus, run_dir, progress=False,
-                    max_minutes=1e-9)  # the budget is spent after the first window
+    stopped = train(
+        tiny_run_config(epochs=EPOCHS), corpus, run_dir, progress=False, max_minutes=1e-9
+    )  # the budget is spent after the first window
     assert (stopped.stopped, stopped.epochs_done) == ("time-budget", 0)
     state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
     assert (state["epoch"], state["window"]) == (0, 1)
@@ -123,7 +128,8 @@ def test_time_budget_stops_mid_epoch_and_resume_finishes_the_same_run(corpus, tm
 
 
 def test_signal_stops_between_windows_and_resume_finishes_the_same_run(
-        corpus, tmp_path, uninterrupted, monkeypatch):
+    corpus, tmp_path, uninterrupted, monkeypatch
+):
     """SIGTERM (as a scheduler sends it) during the third window of the second epoch."""
     second_epoch_windows = []
     real_lr_at = loop.lr_at

@@ -99,27 +99,40 @@ def shard_rows(matrix: CSCMatrix, blocks: int, bounds: np.ndarray) -> tuple[np.n
             np.concatenate([p.row_indices for p in parts]), col_ptr)
 
 
-class _ShardedEGRULayer(_Layer):
-    """An EGRU layer whose units are split over ``shards`` threads (kernels.egru_step_sharded)."""
+class _ShardedLayer(_Layer):
+    """A layer whose units are split over ``shards`` threads (kernels.*_step_sharded)."""
 
     def __init__(self, model: ExportedModel, index: int, shards: int) -> None:
         super().__init__(model, index)
         self.bounds = shard_bounds(self.hidden, shards)
         widest = int(np.diff(self.bounds).max())
-        self.acc = np.zeros((shards, 3 * widest), dtype=np.float32)
+        gates = self.w_ih.rows // self.hidden
+        self.acc = np.zeros((shards, gates * widest), dtype=np.float32)
+        self.acc_hh = np.zeros((shards, gates * widest), dtype=np.float32)  # GRU: W_hh h + b
+        self.scratch = np.zeros(self.hidden, dtype=np.float32)  # EGRU r ⊙ y, else h_{t-1}
         self.r_full = np.zeros(self.hidden, dtype=np.float32)
         self.shard_active = np.zeros((shards, widest), dtype=np.int64)
         self.shard_n = np.zeros(shards, dtype=np.int64)
         self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
-        self.csc = [*shard_rows(self.w_ih, 3, self.bounds),
-                    *shard_rows(self.recurrent[0], 2, self.bounds),
-                    *shard_rows(self.recurrent[1], 1, self.bounds)]
+        blocks = [gates] + ([2, 1] if self.kind == "egru" else [gates])
+        self.csc = [a for w, b in zip((self.w_ih, *self.recurrent), blocks, strict=True)
+                    for a in shard_rows(w, b, self.bounds)]
 
     def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
-        n = kernels.egru_step_sharded(base, x, x_active, n_x, *self.csc, self.bounds,
-                                      self.threshold, self.cell, self.out, self.active,
-                                      self.n_active, self.acc, self.r_full, self.scratch,
-                                      self.shard_active, self.shard_n, self.stats)
+        shards = (self.shard_active, self.shard_n, self.stats)
+        if self.kind == "egru":
+            n = kernels.egru_step_sharded(base, x, x_active, n_x, *self.csc, self.bounds,
+                                          self.threshold, self.cell, self.out, self.active,
+                                          self.n_active, self.acc, self.r_full, self.scratch,
+                                          *shards)
+        elif self.kind == "lstm":
+            n = kernels.lstm_step_sharded(base, x, x_active, n_x, *self.csc, self.bounds,
+                                          self.cell, self.out, self.scratch, self.active,
+                                          self.n_active, self.acc, *shards)
+        else:
+            n = kernels.gru_step_sharded(base, self.bias_hh, x, x_active, n_x, *self.csc,
+                                         self.bounds, self.out, self.scratch, self.active,
+                                         self.n_active, self.acc, self.acc_hh, *shards)
         self.n_active = n
         self.active_outputs += n
         return n
@@ -166,8 +179,7 @@ class Engine:
             raise DualsparseError(f"threads must be at least 1, got {threads}")
         model = self.model
         self.threads = threads
-        self.layers = [_ShardedEGRULayer(model, i, threads)
-                       if threads > 1 and model.model_type == "egru" else _Layer(model, i)
+        self.layers = [_ShardedLayer(model, i, threads) if threads > 1 else _Layer(model, i)
                        for i in range(len(model.hidden_sizes))]
         self._chain = list(zip(self.layers, [la.base for la in self.layers[1:]] + [None],
                                strict=True))

@@ -54,8 +54,9 @@ class LSTMLayer(_TorchRNNLayer):
             state = self.init_state(x.shape[1])
         h0, c0 = state
         hx = (h0.unsqueeze(0), c0.unsqueeze(0))
-        out, h, c = torch.lstm(x, hx, self._weights(weight_hh), True, 1, 0.0, self.training,
-                               False, False)
+        out, h, c = torch.lstm(
+            x, hx, self._weights(weight_hh), True, 1, 0.0, self.training, False, False
+        )
         return out, (h[0], c[0]), None
 
 
@@ -70,6 +71,15 @@ class GRULayer(_TorchRNNLayer):
     def forward(self, x: Tensor, state=None, weight_hh: Tensor | None = None):
         if state is None:
             state = self.init_state(x.shape[1])
-        out, h = torch.gru(x, state[0].unsqueeze(0), self._weights(weight_hh), True, 1, 0.0,
-                           self.training, False, False)
+        out, h = torch.gru(
+            x,
+            state[0].unsqueeze(0),
+            self._weights(weight_hh),
+            True,
+            1,
+            0.0,
+            self.training,
+            False,
+            False,
+        )
         return out, (h[0],), None

@@ -4,10 +4,10 @@ Equations (DEVELOPERS.md, "EGRU cell"), per time step t and unit i:
 
     u, r  = sigmoid(W_ur x_t + U_ur y_{t-1} + b_ur)            update / reset gates
     z     = tanh(W_z x_t + U_z (r * y_{t-1}) + b_z)             candidate
-    ĉ     = u * z + (1 - u) * c_{t-1}                           pre-reset local state
-    e     = H(ĉ - θ)                                            event (H = Heaviside)
-    y_t   = ĉ * e                                               communicated state, exactly 0 off-event
-    c_t   = ĉ - θ * e                                           reset by subtraction, s = θ·H(ĉ − θ)
+    ĉ     = u * z + (1 - u) * c_{t-1}                pre-reset local state
+    e     = H(ĉ - θ)                                 event (H = Heaviside)
+    y_t   = ĉ * e                                    communicated state, exactly 0 off-event
+    c_t   = ĉ - θ * e                                reset by subtraction, s = θ·H(ĉ − θ)
 
 H has the triangular pseudo-derivative (the surrogate gradient)
 
@@ -193,8 +193,9 @@ class EGRULayer(nn.Module):
         mean = self.threshold_init_mean
         with torch.no_grad():
             if 0.0 < mean < 1.0:
-                beta = torch.distributions.Beta(torch.tensor(3.0 * mean / (1.0 - mean)),
-                                                torch.tensor(3.0))
+                beta = torch.distributions.Beta(
+                    torch.tensor(3.0 * mean / (1.0 - mean)), torch.tensor(3.0)
+                )
                 self.threshold.copy_(beta.sample((self.hidden_size,)))
             else:
                 self.threshold.fill_(mean)

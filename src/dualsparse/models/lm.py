@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -97,8 +96,11 @@ class LanguageModel(nn.Module):
 
     def rnn_weight_names(self) -> list[str]:
         """Names of the weight matrices that pruning and MAC accounting cover."""
-        names = [n for n, _ in self.named_parameters() if n.startswith("layers.") and
-                 (n.endswith("weight_ih") or n.endswith("weight_hh"))]
+        names = [
+            n
+            for n, _ in self.named_parameters()
+            if n.startswith("layers.") and (n.endswith("weight_ih") or n.endswith("weight_hh"))
+        ]
         if self.projection is not None:
             names.append("projection.weight")
         return names
@@ -109,8 +111,9 @@ def detach_state(state: State) -> State:
     return [tuple(t.detach() for t in layer_state) for layer_state in state]
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, bias_decay: float,
-                     threshold_lr_scale: float, lr: float) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, bias_decay: float, threshold_lr_scale: float, lr: float
+) -> list[dict]:
     """AdamW groups: weight matrices, biases (and embedding bias), thresholds.
 
     The paper's activity knob is weight decay (sec. 4.2); biases and thresholds
@@ -129,6 +132,13 @@ def parameter_groups(model: nn.Module, weight_decay: float, bias_decay: float,
         {"name": "biases", "params": biases, "weight_decay": bias_decay, "lr": lr},
     ]
     if thresholds:
-        groups.append({"name": "thresholds", "params": thresholds, "weight_decay": bias_decay,
-                       "lr": lr * threshold_lr_scale, "lr_scale": threshold_lr_scale})
+        groups.append(
+            {
+                "name": "thresholds",
+                "params": thresholds,
+                "weight_decay": bias_decay,
+                "lr": lr * threshold_lr_scale,
+                "lr_scale": threshold_lr_scale,
+            }
+        )
     return groups

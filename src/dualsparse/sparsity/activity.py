@@ -56,9 +56,15 @@ class CMinusTheta:
     outside_range: int  # values beyond C_MINUS_THETA_RANGE (0 unless θ left [0, 1])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts.tolist(), "bin_edges": self.bin_edges.tolist(),
-                "fraction_above_zero": self.fraction_above_zero, "mean": self.mean,
-                "std": self.std, "quantiles": self.quantiles, "outside_range": self.outside_range}
+        return {
+            "counts": self.counts.tolist(),
+            "bin_edges": self.bin_edges.tolist(),
+            "fraction_above_zero": self.fraction_above_zero,
+            "mean": self.mean,
+            "std": self.std,
+            "quantiles": self.quantiles,
+            "outside_range": self.outside_range,
+        }
 
 
 @dataclass
@@ -89,13 +95,18 @@ class LayerActivity:
     def to_dict(self) -> dict[str, Any]:
         """JSON form; the per-neuron array itself is in activity.npz."""
         return {
-            "layer": self.layer, "units": self.units, "positions": self.positions,
-            "activity": self.activity, "nonzero_outputs": self.nonzero_outputs,
+            "layer": self.layer,
+            "units": self.units,
+            "positions": self.positions,
+            "activity": self.activity,
+            "nonzero_outputs": self.nonzero_outputs,
             "dead_units": self.dead_units,
             "always_active_units": self.always_active_units,
             "threshold": self.threshold_stats(),
-            "neuron_activity_histogram": {"counts": self.neuron_hist_counts.tolist(),
-                                          "bin_edges": self.neuron_hist_edges.tolist()},
+            "neuron_activity_histogram": {
+                "counts": self.neuron_hist_counts.tolist(),
+                "bin_edges": self.neuron_hist_edges.tolist(),
+            },
             "c_minus_theta": self.c_minus_theta.to_dict() if self.c_minus_theta else None,
         }
 
@@ -125,12 +136,19 @@ class ActivityReport:
         self.config = config.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model_type, "split": self.split, "batch_size": self.batch_size,
-                "bptt": self.bptt, "tokens": self.tokens, "weight_decay": self.weight_decay,
-                "bias_decay": self.bias_decay, "overall_activity": self.overall_activity,
-                "has_threshold": any(layer.thresholds is not None for layer in self.layers),
-                "layers": [layer.to_dict() for layer in self.layers],
-                "config": self.config}
+        return {
+            "model": self.model_type,
+            "split": self.split,
+            "batch_size": self.batch_size,
+            "bptt": self.bptt,
+            "tokens": self.tokens,
+            "weight_decay": self.weight_decay,
+            "bias_decay": self.bias_decay,
+            "overall_activity": self.overall_activity,
+            "has_threshold": any(layer.thresholds is not None for layer in self.layers),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "config": self.config,
+        }
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -156,8 +174,9 @@ def c_minus_theta_bin_counts(values: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.bincount(index, minlength=C_MINUS_THETA_BINS), outside
 
 
-def histogram_quantiles(counts: np.ndarray, edges: np.ndarray,
-                        qs: tuple[float, ...] = QUANTILES) -> dict[str, float]:
+def histogram_quantiles(
+    counts: np.ndarray, edges: np.ndarray, qs: tuple[float, ...] = QUANTILES
+) -> dict[str, float]:
     """Quantiles of binned data, linear within the bin (exact to one bin width)."""
     total = counts.sum()
     if total == 0:
@@ -197,9 +216,13 @@ class _LayerTally:
         per_neuron = counts_per_unit / max(positions, 1)
         hist_counts, hist_edges = neuron_activity_histogram(per_neuron)
         entry = LayerActivity(
-            layer=index, units=self.units, positions=positions,
-            nonzero_outputs=int(counts_per_unit.sum()), neuron_activity=per_neuron,
-            neuron_hist_counts=hist_counts, neuron_hist_edges=hist_edges,
+            layer=index,
+            units=self.units,
+            positions=positions,
+            nonzero_outputs=int(counts_per_unit.sum()),
+            neuron_activity=per_neuron,
+            neuron_hist_counts=hist_counts,
+            neuron_hist_edges=hist_edges,
             dead_units=int((counts_per_unit == 0).sum()),
             always_active_units=int((counts_per_unit == positions).sum()),
         )
@@ -209,9 +232,13 @@ class _LayerTally:
             mean = self.sum / n_values
             counts, edges = self.hist.cpu().numpy(), c_minus_theta_bin_edges()
             entry.c_minus_theta = CMinusTheta(
-                counts=counts, bin_edges=edges, fraction_above_zero=self.above / n_values,
-                mean=mean, std=float(np.sqrt(max(self.sum_sq / n_values - mean**2, 0.0))),
-                quantiles=histogram_quantiles(counts, edges), outside_range=self.outside,
+                counts=counts,
+                bin_edges=edges,
+                fraction_above_zero=self.above / n_values,
+                mean=mean,
+                std=float(np.sqrt(max(self.sum_sq / n_values - mean**2, 0.0))),
+                quantiles=histogram_quantiles(counts, edges),
+                outside_range=self.outside,
             )
         return entry
 
@@ -240,14 +267,16 @@ def analyze_activity(
     positions = 0
     starts = range(0, source.shape[0] - 1, bptt)
     try:
-        for i in tqdm(starts, desc=f"activity {split}", disable=not progress, unit="win",
-                      leave=False):
+        for i in tqdm(
+            starts, desc=f"activity {split}", disable=not progress, unit="win", leave=False
+        ):
             inputs, _ = get_batch(source, i, bptt)
             out = model(inputs, state)
             state = detach_state(out.state)
             positions += inputs.numel()
-            for tally, y, c_pre in zip(tallies, out.layer_outputs, out.pre_reset_states,
-                                       strict=True):
+            for tally, y, c_pre in zip(
+                tallies, out.layer_outputs, out.pre_reset_states, strict=True
+            ):
                 tally.add(y, c_pre)
     finally:
         model.train(was_training)
@@ -277,9 +306,13 @@ def activity_arrays(report: ActivityReport) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write_activity_outputs(report: ActivityReport, out_dir: str | Path,
-                           config: RunConfig | None = None,
-                           *, plots: bool = True) -> dict[str, Path]:
+def write_activity_outputs(
+    report: ActivityReport,
+    out_dir: str | Path,
+    config: RunConfig | None = None,
+    *,
+    plots: bool = True,
+) -> dict[str, Path]:
     """activity.json, activity.npz and (with ``plots``) the Fig. 4 / Fig. 5 PNG + SVG files.
 
     The data files are written first, so they exist even when matplotlib is
@@ -320,9 +353,11 @@ def format_activity_table(report: ActivityReport, title: str = "") -> str:
         stats = layer.threshold_stats()
         theta = f"{stats['mean']:.4f}" if stats else "-"
         frac = f"{layer.c_minus_theta.fraction_above_zero:.4f}" if layer.c_minus_theta else "-"
-        lines.append(f"{layer.layer:>5}  {layer.units:>5}  {layer.activity:>8.4f}  "
-                     f"{layer.dead_units:>4}  {layer.always_active_units:>6}  {theta:>7}  "
-                     f"{frac:>8}")
+        lines.append(
+            f"{layer.layer:>5}  {layer.units:>5}  {layer.activity:>8.4f}  "
+            f"{layer.dead_units:>4}  {layer.always_active_units:>6}  {theta:>7}  "
+            f"{frac:>8}"
+        )
     lines.append("dead: units never active; always: units active at every position")
     if not any(layer.c_minus_theta for layer in report.layers):
         lines += ["", f"{report.model_type} has no threshold: no ĉ − θ distribution (Fig. 5)"]

@@ -79,30 +79,53 @@ class _Product:
     recurrent: bool  # counted in the paper's RNN-only total
 
 
-def _products(model_type: str, emb_size: int, hidden_sizes: list[int],
-              vocab_size: int | None, projection: bool) -> list[_Product]:
+def _products(
+    model_type: str,
+    emb_size: int,
+    hidden_sizes: list[int],
+    vocab_size: int | None,
+    projection: bool,
+) -> list[_Product]:
     gates = GATES[model_type]
     products = []
     sizes = [emb_size, *hidden_sizes]
     for layer, (n_in, hidden) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         prefix, param = f"layer{layer}", f"layers.{layer}"
-        products.append(_Product(f"{prefix}.W_ih", f"{param}.weight_ih", 0, gates * hidden, n_in,
-                                 f"x{layer}", True))
+        products.append(
+            _Product(
+                f"{prefix}.W_ih", f"{param}.weight_ih", 0, gates * hidden, n_in, f"x{layer}", True
+            )
+        )
         if model_type == "egru":
             recurrent = [("U_ur", 0, 2 * hidden), ("U_z", 2 * hidden, hidden)]
         else:
             recurrent = [("W_hh", 0, gates * hidden)]
         for name, start, rows in recurrent:
-            products.append(_Product(f"{prefix}.{name}", f"{param}.weight_hh", start, rows, hidden,
-                                     f"h{layer}", True))
+            products.append(
+                _Product(
+                    f"{prefix}.{name}", f"{param}.weight_hh", start, rows, hidden, f"h{layer}", True
+                )
+            )
     if vocab_size is not None:
         last = f"x{len(hidden_sizes)}"
         if projection:
-            products.append(_Product("projection", "projection.weight", 0, emb_size,
-                                     hidden_sizes[-1], last, False))
+            products.append(
+                _Product(
+                    "projection", "projection.weight", 0, emb_size, hidden_sizes[-1], last, False
+                )
+            )
             last = "projected"
-        products.append(_Product("decoder", "decoder.weight", 0, vocab_size,
-                                 emb_size if projection else hidden_sizes[-1], last, False))
+        products.append(
+            _Product(
+                "decoder",
+                "decoder.weight",
+                0,
+                vocab_size,
+                emb_size if projection else hidden_sizes[-1],
+                last,
+                False,
+            )
+        )
     return products
 
 
@@ -125,20 +148,28 @@ class MacRow:
 
     def to_dict(self) -> dict[str, Any]:
         dense = self.dense_macs_per_token
-        row: dict[str, Any] = {"name": self.name, "shape": [self.rows, self.cols],
-                               "part": "rnn" if self.recurrent else "head",
-                               "dense_macs_per_token": dense}
+        row: dict[str, Any] = {
+            "name": self.name,
+            "shape": [self.rows, self.cols],
+            "part": "rnn" if self.recurrent else "head",
+            "dense_macs_per_token": dense,
+        }
         if not self.tokens:
             return row
         activity = self.active_inputs / (self.tokens * self.cols)
         density = self.weight_nonzero / dense
         estimate = activity * density * dense  # the paper's λ_a · λ_w · dense
         exact = self.event_macs_total / self.tokens
-        row.update(weight_nonzero=self.weight_nonzero, weight_density=density,
-                   weight_sparse_macs_per_token=self.weight_nonzero, activity=activity,
-                   estimated_macs_per_token=estimate, event_macs_per_token=exact,
-                   event_macs_total=self.event_macs_total,
-                   exact_over_estimate=exact / estimate if estimate else None)
+        row.update(
+            weight_nonzero=self.weight_nonzero,
+            weight_density=density,
+            weight_sparse_macs_per_token=self.weight_nonzero,
+            activity=activity,
+            estimated_macs_per_token=estimate,
+            event_macs_per_token=exact,
+            event_macs_total=self.event_macs_total,
+            exact_over_estimate=exact / estimate if estimate else None,
+        )
         return row
 
 
@@ -169,15 +200,22 @@ class MacReport:
                 estimated_macs_per_token=estimate,
                 event_macs_per_token=exact / self.tokens,
                 event_macs_total=exact,
-                exact_over_estimate=exact / self.tokens / estimate if estimate else None)
+                exact_over_estimate=exact / self.tokens / estimate if estimate else None,
+            )
         return total
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_type": self.model_type, "emb_size": self.emb_size,
-                "hidden_sizes": list(self.hidden_sizes), "vocab_size": self.vocab_size,
-                "measured": bool(self.tokens), "tokens": self.tokens, "note": NOTE,
-                "rows": [r.to_dict() for r in self.rows],
-                "totals": {"rnn": self.totals("rnn"), "full": self.totals("full")}}
+        return {
+            "model_type": self.model_type,
+            "emb_size": self.emb_size,
+            "hidden_sizes": list(self.hidden_sizes),
+            "vocab_size": self.vocab_size,
+            "measured": bool(self.tokens),
+            "tokens": self.tokens,
+            "note": NOTE,
+            "rows": [r.to_dict() for r in self.rows],
+            "totals": {"rnn": self.totals("rnn"), "full": self.totals("full")},
+        }
 
 
 def _check_positive(value: Any, what: str) -> None:
@@ -185,14 +223,16 @@ def _check_positive(value: Any, what: str) -> None:
         raise DualsparseError(f"{what} must be a positive integer, got {value!r}")
 
 
-def dense_macs_per_token(model_type: str, emb_size: int, hidden_sizes: list[int],
-                         vocab_size: int | None = None) -> MacReport:
+def dense_macs_per_token(
+    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int | None = None
+) -> MacReport:
     """Dense MACs per token of a described AWD-style model (decoder tied to the embedding,
     so a projection exists when the last hidden size differs from ``emb_size``); the head
     is counted only when ``vocab_size`` is given."""
     if model_type not in GATES:
-        raise DualsparseError(f"model type {model_type!r} is unknown; choose one of "
-                              f"{', '.join(GATES)}")
+        raise DualsparseError(
+            f"model type {model_type!r} is unknown; choose one of {', '.join(GATES)}"
+        )
     _check_positive(emb_size, "the embedding size")
     if not hidden_sizes:
         raise DualsparseError("give at least one hidden size, e.g. 1150,1150,400")
@@ -200,14 +240,20 @@ def dense_macs_per_token(model_type: str, emb_size: int, hidden_sizes: list[int]
         _check_positive(size, "every hidden size")
     if vocab_size is not None:
         _check_positive(vocab_size, "the vocabulary size")
-    products = _products(model_type, emb_size, list(hidden_sizes), vocab_size,
-                         projection=hidden_sizes[-1] != emb_size)
+    products = _products(
+        model_type,
+        emb_size,
+        list(hidden_sizes),
+        vocab_size,
+        projection=hidden_sizes[-1] != emb_size,
+    )
     rows = [MacRow(p.name, p.rows, p.cols, p.recurrent) for p in products]
     return MacReport(model_type, emb_size, list(hidden_sizes), vocab_size, rows)
 
 
-def _input_sequences(model: LanguageModel, inputs: Tensor, layer_outputs: list[Tensor],
-                     previous: list[Tensor]) -> dict[str, Tensor]:
+def _input_sequences(
+    model: LanguageModel, inputs: Tensor, layer_outputs: list[Tensor], previous: list[Tensor]
+) -> dict[str, Tensor]:
     """Every product's input sequence [T, B, in] of one window, keyed like ``_Product.source``;
     updates ``previous`` (each layer's last output) for the next window."""
     sequences = {"x0": model.encoder.weight[inputs]}
@@ -221,8 +267,9 @@ def _input_sequences(model: LanguageModel, inputs: Tensor, layer_outputs: list[T
 
 
 @torch.no_grad()
-def measure_macs(model: LanguageModel, data: Tensor, batch_size: int = 1, bptt: int = 70,
-                 progress: bool = False) -> MacReport:
+def measure_macs(
+    model: LanguageModel, data: Tensor, batch_size: int = 1, bptt: int = 70, progress: bool = False
+) -> MacReport:
     """Dense, weight-sparse, estimated and exact event-driven MACs of ``model`` on ``data``.
 
     The split is run as ``evaluation.evaluate`` runs it (eval mode, ``batch_size``
@@ -233,8 +280,13 @@ def measure_macs(model: LanguageModel, data: Tensor, batch_size: int = 1, bptt: 
         raise DualsparseError(f"bptt must be at least 1, got {bptt}; fix --bptt")
     cfg = model.cfg
     hidden_sizes = [layer.hidden_size for layer in model.layers]
-    products = _products(cfg.type, cfg.emb_size, hidden_sizes, model.vocab_size,
-                         projection=model.projection is not None)
+    products = _products(
+        cfg.type,
+        cfg.emb_size,
+        hidden_sizes,
+        model.vocab_size,
+        projection=model.projection is not None,
+    )
     col_nnz = {}
     for p in products:
         weight = model.get_parameter(p.weight)[p.row_start : p.row_start + p.rows]
@@ -242,8 +294,10 @@ def measure_macs(model: LanguageModel, data: Tensor, batch_size: int = 1, bptt: 
         col_nnz[p.name] = column_nnz(weight)
     source = batchify(data, batch_size).to(model.encoder.weight.device)
     if source.shape[0] < 2:
-        raise DualsparseError(f"only {source.shape[0]} token(s) per batch column; use a smaller "
-                              "--batch-size or a larger split")
+        raise DualsparseError(
+            f"only {source.shape[0]} token(s) per batch column; use a smaller "
+            "--batch-size or a larger split"
+        )
     was_training = model.training
     model.eval()
     state = model.init_state(batch_size)
@@ -260,11 +314,19 @@ def measure_macs(model: LanguageModel, data: Tensor, batch_size: int = 1, bptt: 
             active[key] = active[key] + counts if key in active else counts
         tokens += inputs.numel()
     model.train(was_training)
-    rows = [MacRow(p.name, p.rows, p.cols, p.recurrent, tokens,
-                   weight_nonzero=int(col_nnz[p.name].sum()),
-                   active_inputs=int(active[p.source].sum()),
-                   event_macs_total=event_macs_from_counts(active[p.source], col_nnz[p.name]))
-            for p in products]
+    rows = [
+        MacRow(
+            p.name,
+            p.rows,
+            p.cols,
+            p.recurrent,
+            tokens,
+            weight_nonzero=int(col_nnz[p.name].sum()),
+            active_inputs=int(active[p.source].sum()),
+            event_macs_total=event_macs_from_counts(active[p.source], col_nnz[p.name]),
+        )
+        for p in products
+    ]
     return MacReport(cfg.type, cfg.emb_size, hidden_sizes, model.vocab_size, rows, tokens)
 
 
@@ -283,8 +345,10 @@ def format_mac_table(report: MacReport, title: str = "") -> str:
     lines.append(f"MACs per token in millions, {what}; {NOTE}")
     header = f"{'product':<14} {'shape':>11} {'dense':>9}"
     if report.tokens:
-        header += (f" {'w.density':>9} {'w.sparse':>9} {'activity':>8} {'estimate':>9} "
-                   f"{'exact':>9} {'exact/est':>9}")
+        header += (
+            f" {'w.density':>9} {'w.sparse':>9} {'activity':>8} {'estimate':>9} "
+            f"{'exact':>9} {'exact/est':>9}"
+        )
     lines += ["", header]
 
     def line(name: str, shape: str, d: dict[str, Any]) -> str:
@@ -293,11 +357,13 @@ def format_mac_table(report: MacReport, title: str = "") -> str:
         if not report.tokens:
             return text
         sparse = d["weight_sparse_macs_per_token"]
-        return (f"{text} {_fraction(d.get('weight_density', sparse / dense)):>9} "
-                f"{_millions(sparse):>9} {_fraction(d.get('activity')):>8} "
-                f"{_millions(d['estimated_macs_per_token']):>9} "
-                f"{_millions(d['event_macs_per_token']):>9} "
-                f"{_fraction(d['exact_over_estimate']):>9}")
+        return (
+            f"{text} {_fraction(d.get('weight_density', sparse / dense)):>9} "
+            f"{_millions(sparse):>9} {_fraction(d.get('activity')):>8} "
+            f"{_millions(d['estimated_macs_per_token']):>9} "
+            f"{_millions(d['event_macs_per_token']):>9} "
+            f"{_fraction(d['exact_over_estimate']):>9}"
+        )
 
     for row in report.rows:
         lines.append(line(row.name, f"{row.rows}x{row.cols}", row.to_dict()))
@@ -307,9 +373,13 @@ def format_mac_table(report: MacReport, title: str = "") -> str:
     if full is not None:
         lines.append(line("total full", "", full))
     lines.append("")
-    lines.append("total RNN = recurrent layers only (the paper's convention); "
-                 "total full adds projection and decoder.")
+    lines.append(
+        "total RNN = recurrent layers only (the paper's convention); "
+        "total full adds projection and decoder."
+    )
     if report.tokens:
-        lines.append("estimate = activity x weight density x dense (assumes independence); "
-                     "exact = sum over tokens of nnz of the weight columns of nonzero inputs.")
+        lines.append(
+            "estimate = activity x weight density x dense (assumes independence); "
+            "exact = sum over tokens of nnz of the weight columns of nonzero inputs."
+        )
     return "\n".join(lines)

@@ -52,8 +52,9 @@ def global_magnitude_masks(weights: dict[str, Tensor], sparsity: float) -> dict[
     masks, offset = {}, 0
     for name in names:
         size = weights[name].numel()
-        masks[name] = keep[offset:offset + size].reshape(weights[name].shape).to(
-            weights[name].device)
+        masks[name] = (
+            keep[offset : offset + size].reshape(weights[name].shape).to(weights[name].device)
+        )
         offset += size
     return masks
 
@@ -65,8 +66,18 @@ def sparsity_report(model: nn.Module, names: list[str]) -> dict:
     for name in names:
         w = params[name]
         z = int((w == 0).sum())
-        rows.append({"name": name, "shape": list(w.shape), "nonzero": w.numel() - z,
-                     "weight_sparsity": z / w.numel()})
+        rows.append(
+            {
+                "name": name,
+                "shape": list(w.shape),
+                "nonzero": w.numel() - z,
+                "weight_sparsity": z / w.numel(),
+            }
+        )
         zeros, total = zeros + z, total + w.numel()
-    return {"matrices": rows, "weights": total, "zeros": zeros,
-            "weight_sparsity": zeros / max(total, 1)}
+    return {
+        "matrices": rows,
+        "weights": total,
+        "zeros": zeros,
+        "weight_sparsity": zeros / max(total, 1),
+    }

@@ -54,9 +54,12 @@ def plot_neuron_activity(report: ActivityReport, stem: Path) -> dict[str, Path]:
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel("fraction of time steps the unit is active")
         ax.set_ylabel("units")
-        ax.set_title(f"layer {layer.layer} ({layer.units} units), activity {layer.activity:.3f}\n"
-                     f"never active {layer.dead_units}, always active "
-                     f"{layer.always_active_units}", fontsize=10)
+        ax.set_title(
+            f"layer {layer.layer} ({layer.units} units), activity {layer.activity:.3f}\n"
+            f"never active {layer.dead_units}, always active "
+            f"{layer.always_active_units}",
+            fontsize=10,
+        )
     fig.suptitle(f"Per-neuron activity ({_subtitle(report)})")
     return _save(fig, stem)
 
@@ -80,15 +83,23 @@ def plot_c_minus_theta(report: ActivityReport, stem: Path) -> dict[str, Path]:
         share = dist.counts / max(dist.counts.sum(), 1)
         ax.stairs(share, dist.bin_edges, fill=True, color="tab:gray")
         above = dist.bin_edges[:-1] >= 0
-        ax.stairs(np.where(above, share, 0.0), dist.bin_edges, fill=True, color="tab:red",
-                  label=f"ĉ > θ (event): {dist.fraction_above_zero:.3f}")
+        ax.stairs(
+            np.where(above, share, 0.0),
+            dist.bin_edges,
+            fill=True,
+            color="tab:red",
+            label=f"ĉ > θ (event): {dist.fraction_above_zero:.3f}",
+        )
         ax.axvline(0.0, color="black", linewidth=1, linestyle="--", label="θ crossing")
         ax.set_xlim(*_zoom(dist.counts, dist.bin_edges))
         ax.set_yscale("log")
         ax.set_xlabel("ĉ − θ (pre-reset state minus threshold)")
         ax.set_ylabel("fraction of values (log)")
-        ax.set_title(f"layer {layer.layer} ({layer.units} units), mean θ "
-                     f"{layer.threshold_stats()['mean']:.3f}", fontsize=10)
+        ax.set_title(
+            f"layer {layer.layer} ({layer.units} units), mean θ "
+            f"{layer.threshold_stats()['mean']:.3f}",
+            fontsize=10,
+        )
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"Distribution of ĉ − θ ({_subtitle(report)})")
     return _save(fig, stem)

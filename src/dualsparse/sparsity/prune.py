@@ -99,33 +99,63 @@ def prune_run(
     ft_lr = lr if lr is not None else default_finetune_lr(cfg.train.lr, target)
     if ft_lr <= 0:
         raise DualsparseError(f"--lr {ft_lr} must be > 0")
-    cfg = apply_overrides(cfg, [f"train.lr={ft_lr}", f"train.epochs={max(finetune_epochs, 1)}",
-                                "train.patience=0", "train.warmup_epochs=0",
-                                "train.scheduler_start=0", *(overrides or [])])
+    cfg = apply_overrides(
+        cfg,
+        [
+            f"train.lr={ft_lr}",
+            f"train.epochs={max(finetune_epochs, 1)}",
+            "train.patience=0",
+            "train.warmup_epochs=0",
+            "train.scheduler_start=0",
+            *(overrides or []),
+        ],
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"source_run": str(run_dir), "target": target, "steps": steps,
-              "finetune_epochs": finetune_epochs, "finetune_lr": ft_lr,
-              "start_sparsity": start, "schedule": targets, "history": []}
+    record = {
+        "source_run": str(run_dir),
+        "target": target,
+        "steps": steps,
+        "finetune_epochs": finetune_epochs,
+        "finetune_lr": ft_lr,
+        "start_sparsity": start,
+        "schedule": targets,
+        "history": [],
+    }
     current = source
     for k, step_target in enumerate(targets, start=1):
         step_dir = out_dir / f"step-{k}"
-        current = _prune_step(current, step_dir, corpus, cfg, step_target, finetune_epochs,
-                              progress)
-        valid = evaluate(current.model, corpus.valid, cfg.train.eval_batch_size, cfg.train.bptt,
-                         split="valid")
+        current = _prune_step(
+            current, step_dir, corpus, cfg, step_target, finetune_epochs, progress
+        )
+        valid = evaluate(
+            current.model, corpus.valid, cfg.train.eval_batch_size, cfg.train.bptt, split="valid"
+        )
         report = sparsity_report(current.model, current.model.rnn_weight_names())
-        record["history"].append({"step": k, "target": step_target,
-                                  "weight_sparsity": report["weight_sparsity"],
-                                  "valid_loss": valid.loss, "valid_ppl": valid.perplexity,
-                                  "valid_activity": valid.layer_activity})
+        record["history"].append(
+            {
+                "step": k,
+                "target": step_target,
+                "weight_sparsity": report["weight_sparsity"],
+                "valid_loss": valid.loss,
+                "valid_ppl": valid.perplexity,
+                "valid_activity": valid.layer_activity,
+            }
+        )
     record["sparsity"] = sparsity_report(current.model, current.model.rnn_weight_names())
     _publish_final(out_dir, current, run_dir)
     ckpt.atomic_write_text(out_dir / "prune.json", json.dumps(record, indent=1))
     return record
 
 
-def _prune_step(previous: LoadedRun, step_dir: Path, corpus: Corpus, cfg: RunConfig,
-                step_target: float, finetune_epochs: int, progress: bool) -> LoadedRun:
+def _prune_step(
+    previous: LoadedRun,
+    step_dir: Path,
+    corpus: Corpus,
+    cfg: RunConfig,
+    step_target: float,
+    finetune_epochs: int,
+    progress: bool,
+) -> LoadedRun:
     """One prune + fine-tune step in its own run directory; a finished step is reused."""
     if (step_dir / "step-done.json").exists():
         return load_run(step_dir, "best")
@@ -133,11 +163,17 @@ def _prune_step(previous: LoadedRun, step_dir: Path, corpus: Corpus, cfg: RunCon
     if not resuming:
         masks = prune_weights(previous, step_target)
         step_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(step_dir / "config.json",
-                               json.dumps(dataclasses.asdict(cfg), indent=2))
-    trainer = Trainer(cfg, corpus, step_dir, progress=progress,
-                      initial_model=None if resuming else previous.model,
-                      masks=None if resuming else masks)
+        ckpt.atomic_write_text(
+            step_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2)
+        )
+    trainer = Trainer(
+        cfg,
+        corpus,
+        step_dir,
+        progress=progress,
+        initial_model=None if resuming else previous.model,
+        masks=None if resuming else masks,
+    )
     if resuming:
         trainer.restore()
     if finetune_epochs == 0:

@@ -40,8 +40,10 @@ def flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], list[di
     for index, entry in opt_state["state"].items():
         for key, value in entry.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-              for g in opt_state["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in opt_state["param_groups"]
+    ]
     return tensors, groups
 
 
@@ -122,11 +124,16 @@ def checkpoint_dir(run_dir: str | Path, which: str = "latest") -> Path:
     """The directory of the ``latest`` or ``best`` checkpoint of a run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DualsparseError(f"run directory {run_dir} does not exist; give the --out of a train run")
-    tag = read_pointer(run_dir, which) or (read_pointer(run_dir, "latest") if which == "best" else None)
+        raise DualsparseError(
+            f"run directory {run_dir} does not exist; give the --out of a train run"
+        )
+    tag = read_pointer(run_dir, which) or (
+        read_pointer(run_dir, "latest") if which == "best" else None
+    )
     if tag is None:
         raise DualsparseError(
-            f"{run_dir} has no checkpoint; train into it first (dualsparse train ... --out {run_dir})"
+            f"{run_dir} has no checkpoint; train into it first "
+            f"(dualsparse train ... --out {run_dir})"
         )
     path = run_dir / "checkpoints" / tag
     if not path.is_dir():
@@ -186,18 +193,29 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     tensors = read_tensors(path)
     expected = model.state_dict()
     # save_model drops one name of each tied pair; either name may be the survivor
-    tied = {n for n, p in expected.items() if p.data_ptr() in
-            {q.data_ptr() for m, q in expected.items() if m != n}}
+    tied = {
+        n
+        for n, p in expected.items()
+        if p.data_ptr() in {q.data_ptr() for m, q in expected.items() if m != n}
+    }
     missing = [n for n in expected if n not in tensors and n not in tied]
     unexpected = [n for n in tensors if n not in expected]
-    wrong = [f"{n} {tuple(tensors[n].shape)} vs {tuple(expected[n].shape)}"
-             for n in tensors if n in expected and tensors[n].shape != expected[n].shape]
+    wrong = [
+        f"{n} {tuple(tensors[n].shape)} vs {tuple(expected[n].shape)}"
+        for n in tensors
+        if n in expected and tensors[n].shape != expected[n].shape
+    ]
     if missing or unexpected or wrong:
-        detail = "; ".join(filter(None, [
-            f"missing {missing[:3]}" if missing else "",
-            f"unexpected {unexpected[:3]}" if unexpected else "",
-            f"shape mismatch {wrong[:3]}" if wrong else "",
-        ]))
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {missing[:3]}" if missing else "",
+                    f"unexpected {unexpected[:3]}" if unexpected else "",
+                    f"shape mismatch {wrong[:3]}" if wrong else "",
+                ],
+            )
+        )
         raise DualsparseError(
             f"{path} holds a different architecture than the config describes ({detail}); "
             "use the config and vocabulary saved with that checkpoint"

@@ -54,8 +54,10 @@ def resolve_device(name: str) -> torch.device:
 @contextmanager
 def _stop_on_signals(flag: dict):
     """SIGTERM/SIGINT set a flag; the loop checkpoints and stops between windows."""
+
     def handler(signum, _frame):
         flag["signal"] = signal.Signals(signum).name
+
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -78,9 +80,16 @@ class Trainer:
     whatever the optimizer's moments or weight decay would do to them.
     """
 
-    def __init__(self, cfg: RunConfig, corpus: Corpus, run_dir: Path, *, progress: bool = True,
-                 initial_model: LanguageModel | None = None,
-                 masks: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        corpus: Corpus,
+        run_dir: Path,
+        *,
+        progress: bool = True,
+        initial_model: LanguageModel | None = None,
+        masks: dict[str, torch.Tensor] | None = None,
+    ):
         self.cfg, self.corpus, self.run_dir = cfg, corpus, Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
@@ -98,8 +107,13 @@ class Trainer:
         self.batch_rng = torch.Generator().manual_seed(t.seed)
         self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
         self.state: dict[str, Any] = {
-            "epoch": 0, "window": 0, "global_step": 0, "best_valid_loss": None,
-            "bad_epochs": 0, "elapsed_seconds": 0.0, "finished": False,
+            "epoch": 0,
+            "window": 0,
+            "global_step": 0,
+            "best_valid_loss": None,
+            "bad_epochs": 0,
+            "elapsed_seconds": 0.0,
+            "finished": False,
         }
         self.epoch_rng_state: torch.Tensor | None = None
         self.hidden = None
@@ -115,18 +129,33 @@ class Trainer:
                     tensors[f"hidden.{i}.{k}"] = tensor
         opt_tensors, groups = ckpt.flatten_optimizer(self.optimizer.state_dict())
         tensors.update(opt_tensors)
-        state = {**self.state, "config": self.cfg.to_dict(), "optimizer_groups": groups,
-                 "vocab_size": len(self.corpus.vocab), "corpus": self.corpus.name}
-        ckpt.save_checkpoint(self.run_dir, self.model, self.corpus.vocab, state, tensors,
-                             pointers=pointers, masks=self.masks)
+        state = {
+            **self.state,
+            "config": self.cfg.to_dict(),
+            "optimizer_groups": groups,
+            "vocab_size": len(self.corpus.vocab),
+            "corpus": self.corpus.name,
+        }
+        ckpt.save_checkpoint(
+            self.run_dir,
+            self.model,
+            self.corpus.vocab,
+            state,
+            tensors,
+            pointers=pointers,
+            masks=self.masks,
+        )
 
     def restore(self) -> None:
         path = ckpt.checkpoint_dir(self.run_dir, "latest")
         state = ckpt.read_state(path)
         if state.get("window"):  # stopped mid-epoch: the rest of it needs the same windows
             saved = (state.get("config") or {}).get("train") or {}
-            changed = [k for k in ("batch_size", "bptt", "variable_bptt")
-                       if k in saved and saved[k] != getattr(self.cfg.train, k)]
+            changed = [
+                k
+                for k in ("batch_size", "bptt", "variable_bptt")
+                if k in saved and saved[k] != getattr(self.cfg.train, k)
+            ]
             if changed:
                 raise DualsparseError(
                     f"{path} stopped in the middle of an epoch, which can only be finished with "
@@ -145,7 +174,8 @@ class Trainer:
         tensors = ckpt.read_tensors(path / "training.safetensors")
         try:
             self.optimizer.load_state_dict(
-                ckpt.unflatten_optimizer(tensors, state["optimizer_groups"]))
+                ckpt.unflatten_optimizer(tensors, state["optimizer_groups"])
+            )
             torch.set_rng_state(tensors["rng.torch"])
             self.batch_rng.set_state(tensors["rng.batches"])
         except (KeyError, ValueError, RuntimeError) as exc:
@@ -156,9 +186,13 @@ class Trainer:
         self.epoch_rng_state = tensors.get("rng.batches_epoch_start")
         n_layers = len(self.model.layers)
         if "hidden.0.0" in tensors:
-            self.hidden = [tuple(tensors[f"hidden.{i}.{k}"].to(self.device)
-                                 for k in range(sum(1 for n in tensors if n.startswith(f"hidden.{i}."))))
-                           for i in range(n_layers)]
+            self.hidden = [
+                tuple(
+                    tensors[f"hidden.{i}.{k}"].to(self.device)
+                    for k in range(sum(1 for n in tensors if n.startswith(f"hidden.{i}.")))
+                )
+                for i in range(n_layers)
+            ]
         for key in self.state:
             if key in state:
                 self.state[key] = state[key]
@@ -177,8 +211,9 @@ class Trainer:
         with _stop_on_signals(flag):
             while self.state["epoch"] < t.epochs and not self.state["finished"]:
                 outcome = self._train_epoch(flag, deadline)
-                valid = evaluate(self.model, self.corpus.valid, t.eval_batch_size, t.bptt,
-                                 split="valid")
+                valid = evaluate(
+                    self.model, self.corpus.valid, t.eval_batch_size, t.bptt, split="valid"
+                )
                 last_valid = valid.perplexity
                 # only epoch-end validations move "best" and count toward early stopping, so
                 # an interrupted and resumed run takes the same decisions as an unbroken one
@@ -194,18 +229,32 @@ class Trainer:
                 else:
                     stopped = outcome
                 self.state["elapsed_seconds"] = elapsed_before + time.monotonic() - started
-                self.log({"event": outcome, "epoch": position, "train_loss": self._epoch_loss,
-                          "valid_loss": valid.loss, "valid_ppl": valid.perplexity,
-                          "valid_activity": valid.layer_activity, "lr": self._last_lr,
-                          "tokens_per_s": self._tokens_per_s,
-                          "elapsed_seconds": self.state["elapsed_seconds"]})
+                self.log(
+                    {
+                        "event": outcome,
+                        "epoch": position,
+                        "train_loss": self._epoch_loss,
+                        "valid_loss": valid.loss,
+                        "valid_ppl": valid.perplexity,
+                        "valid_activity": valid.layer_activity,
+                        "lr": self._last_lr,
+                        "tokens_per_s": self._tokens_per_s,
+                        "elapsed_seconds": self.state["elapsed_seconds"],
+                    }
+                )
                 self.save(("latest", "best") if improved else ("latest",))
                 if outcome != "epoch":
                     break
         best = self.state["best_valid_loss"]
-        return TrainSummary(str(self.run_dir), self.state["epoch"], stopped, best,
-                            math.exp(best) if best is not None else float("nan"), last_valid,
-                            self.state["elapsed_seconds"])
+        return TrainSummary(
+            str(self.run_dir),
+            self.state["epoch"],
+            stopped,
+            best,
+            math.exp(best) if best is not None else float("nan"),
+            last_valid,
+            self.state["elapsed_seconds"],
+        )
 
     def _record_validation(self, loss: float) -> bool:
         best = self.state["best_valid_loss"]
@@ -225,16 +274,23 @@ class Trainer:
         else:  # resuming mid-epoch: redraw the same windows from the epoch's start state
             generator = torch.Generator()
             generator.set_state(self.epoch_rng_state)
-        windows = bptt_windows(self.train_data.shape[0], t.bptt, variable=t.variable_bptt,
-                               generator=generator)
+        windows = bptt_windows(
+            self.train_data.shape[0], t.bptt, variable=t.variable_bptt, generator=generator
+        )
         self._n_windows = len(windows)
         hidden = self.hidden if self.hidden is not None else model.init_state(t.batch_size)
         model.train()
         total_loss, total_tokens, t0 = 0.0, 0, time.monotonic()
         self._epoch_loss, self._tokens_per_s, self._last_lr = float("nan"), 0.0, t.lr
-        bar = tqdm(total=len(windows), initial=self.state["window"], disable=not self.progress,
-                   desc=f"epoch {self.state['epoch'] + 1}/{t.epochs}", unit="win",
-                   dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(
+            total=len(windows),
+            initial=self.state["window"],
+            disable=not self.progress,
+            desc=f"epoch {self.state['epoch'] + 1}/{t.epochs}",
+            unit="win",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
         outcome = "epoch"
         try:
             for w in range(self.state["window"], len(windows)):
@@ -245,8 +301,9 @@ class Trainer:
                 self._last_lr = lr
                 out = model(inputs, detach_state(hidden))
                 hidden = out.state
-                loss = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]),
-                                       targets.reshape(-1))
+                loss = F.cross_entropy(
+                    out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1)
+                )
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss + out.regularization).backward()
                 if t.clip > 0:
@@ -262,8 +319,12 @@ class Trainer:
                 if (w + 1) % t.log_interval == 0 or w + 1 == len(windows):
                     mean = total_loss / total_tokens
                     self._tokens_per_s = total_tokens / max(time.monotonic() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{math.exp(min(mean, 50)):.1f}",
-                                    tok_s=f"{self._tokens_per_s:,.0f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(
+                        loss=f"{mean:.3f}",
+                        ppl=f"{math.exp(min(mean, 50)):.1f}",
+                        tok_s=f"{self._tokens_per_s:,.0f}",
+                        lr=f"{lr:.2e}",
+                    )
                 if w + 1 < len(windows):
                     if "signal" in flag:
                         outcome = "interrupted"

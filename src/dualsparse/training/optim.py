@@ -17,8 +17,9 @@ from dualsparse.models.lm import parameter_groups
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    groups = parameter_groups(model, cfg.weight_decay, cfg.bias_decay, cfg.threshold_lr_scale,
-                              cfg.lr)
+    groups = parameter_groups(
+        model, cfg.weight_decay, cfg.bias_decay, cfg.threshold_lr_scale, cfg.lr
+    )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
