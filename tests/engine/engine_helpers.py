@@ -15,11 +15,14 @@ WORDS = ["<eos>", "<unk>", *[f"w{i}" for i in range(VOCAB - 2)]]
 
 
 def random_model(model_type: str, weight_sparsity: float, *, hidden_sizes=(10, 6),
-                 threshold: float | None = 0.05, seed: int = 0) -> LanguageModel:
-    """A random LM (emb 8, so the last layer of width 6 needs a projection), pruned globally."""
+                 threshold: float | None = 0.05, seed: int = 0,
+                 tie_weights: bool = True) -> LanguageModel:
+    """A random LM (emb 8, so a tied last layer of width 6 needs a projection), pruned
+    globally."""
     torch.manual_seed(seed)
     model = LanguageModel(ModelConfig(type=model_type, emb_size=8,
-                                      hidden_sizes=list(hidden_sizes)), VOCAB).eval()
+                                      hidden_sizes=list(hidden_sizes),
+                                      tie_weights=tie_weights), VOCAB).eval()
     if model_type == "egru" and threshold is not None:
         for layer in model.layers:
             layer.threshold.data.fill_(threshold)

@@ -84,6 +84,15 @@ def test_egru_without_projection_feeds_the_decoder_sparsely(export_dir):
     assert decoder["active_inputs"] < 8 * counts["tokens"]  # only active units were read
 
 
+def test_untied_decoder_reads_the_last_layer(export_dir):
+    model = random_model("egru", 0.5, tie_weights=False)  # decoder [V, 6], no projection
+    assert model.projection is None and model.decoder.weight.shape == (VOCAB, 6)
+    engine = Engine.load(export_dir(model))
+    assert not engine.model.tied
+    tokens = torch.randint(0, VOCAB, (30,), generator=torch.Generator().manual_seed(6))
+    assert_engine_matches(model, engine, tokens)
+
+
 def test_no_unit_ever_fires_when_thresholds_are_one(export_dir):
     """ĉ stays below 1 (|z| < 1 and c is a convex mix), so θ = 1 silences every layer."""
     model = random_model("egru", 0.5, threshold=1.0)

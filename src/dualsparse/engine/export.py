@@ -16,8 +16,9 @@ columns, because an event (a nonzero input j) needs exactly column j:
     {name}.col_ptr      int64 [cols + 1]   column j is values[col_ptr[j]:col_ptr[j+1]]
 
 Dense tensors: ``embedding`` [V, E] (also the decoder when tied), ``decoder.weight``
-[V, E] only when not tied, ``decoder.bias`` [V]; EGRU ``layer{l}.bias`` [3H] and
-``layer{l}.threshold`` [H]; LSTM/GRU ``layer{l}.bias_ih`` and ``layer{l}.bias_hh``.
+[V, H_last] only when not tied (then there is no projection), ``decoder.bias`` [V];
+EGRU ``layer{l}.bias`` [3H] and ``layer{l}.threshold`` [H]; LSTM/GRU
+``layer{l}.bias_ih`` and ``layer{l}.bias_hh``.
 
 ``load_export`` checks every name, dtype, shape and index range before the engine
 sees a single number, so a damaged or hand-edited file fails with one line that
@@ -108,8 +109,8 @@ def dense_shapes(model_type: str, emb_size: int, hidden_sizes: list[int], vocab_
     gates = GATES[model_type]
     shapes: dict[str, tuple[int, ...]] = {"embedding": (vocab_size, emb_size),
                                           "decoder.bias": (vocab_size,)}
-    if not tied:
-        shapes["decoder.weight"] = (vocab_size, emb_size)
+    if not tied:  # an untied decoder reads the last layer directly: no projection
+        shapes["decoder.weight"] = (vocab_size, hidden_sizes[-1])
     for layer, hidden in enumerate(hidden_sizes):
         if model_type == "egru":
             shapes[f"layer{layer}.bias"] = (gates * hidden,)
@@ -248,8 +249,9 @@ def _read_header(path: Path) -> dict[str, Any]:
     for key in ("tied", "projection"):
         if not isinstance(header.get(key), bool):
             raise _bad(path, f"'{key}' must be true or false")
-    if header["projection"] != (sizes[-1] != header["emb_size"]):
-        raise _bad(path, "'projection' disagrees with emb_size and the last hidden size")
+    if header["projection"] != (header["tied"] and sizes[-1] != header["emb_size"]):
+        raise _bad(path, "'projection' must be true exactly for a tied decoder whose "
+                         "emb_size differs from the last hidden size")
     itos = header.get("itos")
     if not (isinstance(itos, list) and len(itos) == header["vocab_size"]
             and all(isinstance(w, str) and w.split() == [w] for w in itos)

@@ -173,7 +173,7 @@ class Engine:
         self.reset()
 
     def set_threads(self, threads: int) -> None:
-        """Split EGRU layers (by units) and the decoder (by vocabulary) over ``threads``
+        """Split the layers (by units) and the decoder (by vocabulary) over ``threads``
         threads from now on; state and counts start afresh."""
         if threads < 1:
             raise DualsparseError(f"threads must be at least 1, got {threads}")
