@@ -221,3 +221,28 @@ def test_real_ptb_text_through_a_pruned_run(pruned_tiny_run, tmp_path):
     ids, unknown = engine.encode(words)
     assert ids == run.vocab.encode(words) and unknown > 0
     assert_engine_matches(run.model, engine, torch.tensor(ids))
+
+
+def test_engine_runs_where_torch_cannot_be_imported(export_dir):
+    """Deployment needs numpy, numba and safetensors only (STYLE: engine/ without PyTorch)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    directory = export_dir(random_model("egru", 0.5))
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError('torch is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from dualsparse.engine.runtime import Engine\n"
+        f"print(Engine.load({str(directory)!r}).score([0, 1, 2, 3]).tolist())\n"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected = Engine.load(directory).score([0, 1, 2, 3])
+    np.testing.assert_allclose(json.loads(done.stdout), expected, atol=1e-6)
