@@ -74,6 +74,19 @@ def test_two_threads_over_rows_equal_one_thread(model_type, export_dir):
     assert_engine_matches(model, sharded, tokens)
 
 
+@pytest.mark.parametrize("model_type", ["egru", "gru"])
+def test_float64_engine_equals_a_float64_pytorch_model(model_type, export_dir):
+    """Double precision on both sides from the same float32 weights: the reference mode
+    that stays equal over long texts, where float32 event timing may differ by a step."""
+    model = random_model(model_type, 0.5)
+    engine = Engine.load(export_dir(model), dtype=np.float64, threads=2)
+    tokens = torch.randint(0, VOCAB, (200,), generator=torch.Generator().manual_seed(7))
+    log_probs = engine.score(tokens.tolist())
+    assert log_probs.dtype == np.float64 and engine.logits.dtype == np.float64
+    np.testing.assert_allclose(log_probs, torch_log_probs(model.double(), tokens), atol=1e-9,
+                               rtol=0)
+
+
 def test_egru_without_projection_feeds_the_decoder_sparsely(export_dir):
     model = random_model("egru", 0.7, hidden_sizes=(10, 8))  # last size = emb: no projection
     assert model.projection is None

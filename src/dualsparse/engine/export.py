@@ -27,6 +27,7 @@ says what is wrong instead of reading out of bounds inside a compiled kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -64,7 +65,7 @@ class CSCMatrix:
         return np.diff(self.col_ptr)
 
     def to_dense(self) -> np.ndarray:
-        dense = np.zeros((self.rows, self.cols), dtype=np.float32)
+        dense = np.zeros((self.rows, self.cols), dtype=self.values.dtype)
         cols = np.repeat(np.arange(self.cols), self.column_nnz())
         dense[self.row_indices.astype(np.int64), cols] = self.values
         return dense
@@ -75,9 +76,9 @@ def index_dtype(rows: int) -> np.dtype:
     return np.dtype(np.uint16) if rows <= 65536 else np.dtype(np.int32)
 
 
-def csc_from_dense(weight: np.ndarray) -> CSCMatrix:
+def csc_from_dense(weight: np.ndarray, dtype: type = np.float32) -> CSCMatrix:
     """The exact nonzeros of ``weight``, column by column, rows increasing."""
-    weight = np.asarray(weight, dtype=np.float32)
+    weight = np.asarray(weight, dtype=dtype)
     rows, cols = weight.shape
     col_of, row_of = np.nonzero(weight.T)  # sorted by column, then row
     col_ptr = np.zeros(cols + 1, dtype=np.int64)
@@ -342,6 +343,15 @@ def load_export(directory: str | Path) -> ExportedModel:
         raise _bad(tensor_path, f"holds tensors this format does not define ({unexpected[:3]})")
     return ExportedModel(model_type, emb, list(sizes), header["vocab_size"], header["tied"],
                          header["projection"], list(header["itos"]), matrices, dense, header)
+
+
+def with_dtype(model: ExportedModel, dtype: type) -> ExportedModel:
+    """The same model with float tensors in ``dtype`` (float64: a reference computation whose
+    rounding is far below float32's, to compare with a float64 PyTorch model)."""
+    matrices = {n: CSCMatrix(m.rows, m.cols, m.values.astype(dtype), m.row_indices, m.col_ptr)
+                for n, m in model.matrices.items()}
+    dense = {n: t.astype(dtype) for n, t in model.dense.items()}
+    return dataclasses.replace(model, matrices=matrices, dense=dense)
 
 
 def weight_sparsity(model: ExportedModel) -> float:

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from dualsparse.engine import kernels
-from dualsparse.engine.export import CSCMatrix, ExportedModel, csc_from_dense, load_export
+from dualsparse.engine.export import (
+    CSCMatrix,
+    ExportedModel,
+    csc_from_dense,
+    load_export,
+    with_dtype,
+)
 from dualsparse.errors import DualsparseError
 
 EOS, UNK = "<eos>", "<unk>"
@@ -42,10 +48,11 @@ class _Layer:
             self.base = d[f"layer{index}.bias_ih"] + d[f"layer{index}.bias_hh"]
         else:
             self.base, self.bias_hh = d[f"layer{index}.bias_ih"], d[f"layer{index}.bias_hh"]
-        self.acc = np.zeros(gates, dtype=np.float32)
-        self.scratch = np.zeros(gates if kind == "gru" else hidden, dtype=np.float32)
-        self.out = np.zeros(hidden, dtype=np.float32)  # y (EGRU) or h
-        self.cell = np.zeros(hidden, dtype=np.float32)  # c (EGRU, LSTM)
+        self.dtype = dtype = self.w_ih.values.dtype
+        self.acc = np.zeros(gates, dtype=dtype)
+        self.scratch = np.zeros(gates if kind == "gru" else hidden, dtype=dtype)
+        self.out = np.zeros(hidden, dtype=dtype)  # y (EGRU) or h
+        self.cell = np.zeros(hidden, dtype=dtype)  # c (EGRU, LSTM)
         self.active = np.zeros(hidden, dtype=np.int64)
         self.stats = np.zeros(5, dtype=np.int64)
         self.csc = [a for w in (self.w_ih, *self.recurrent)
@@ -92,7 +99,7 @@ def shard_rows(matrix: CSCMatrix, blocks: int, bounds: np.ndarray) -> tuple[np.n
     parts = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         rows = np.concatenate([np.arange(g * hidden + lo, g * hidden + hi) for g in range(blocks)])
-        parts.append(csc_from_dense(dense[rows]))
+        parts.append(csc_from_dense(dense[rows], dense.dtype))
     offsets = np.cumsum([0] + [p.nnz for p in parts])
     col_ptr = np.stack([p.col_ptr + offset for p, offset in zip(parts, offsets, strict=False)])
     return (np.concatenate([p.values for p in parts]),
@@ -107,10 +114,10 @@ class _ShardedLayer(_Layer):
         self.bounds = shard_bounds(self.hidden, shards)
         widest = int(np.diff(self.bounds).max())
         gates = self.w_ih.rows // self.hidden
-        self.acc = np.zeros((shards, gates * widest), dtype=np.float32)
-        self.acc_hh = np.zeros((shards, gates * widest), dtype=np.float32)  # GRU: W_hh h + b
-        self.scratch = np.zeros(self.hidden, dtype=np.float32)  # EGRU r ⊙ y, else h_{t-1}
-        self.r_full = np.zeros(self.hidden, dtype=np.float32)
+        self.acc = np.zeros((shards, gates * widest), dtype=self.dtype)
+        self.acc_hh = np.zeros((shards, gates * widest), dtype=self.dtype)  # GRU: W_hh h + b
+        self.scratch = np.zeros(self.hidden, dtype=self.dtype)  # EGRU r ⊙ y, else h_{t-1}
+        self.r_full = np.zeros(self.hidden, dtype=self.dtype)
         self.shard_active = np.zeros((shards, widest), dtype=np.int64)
         self.shard_n = np.zeros(shards, dtype=np.int64)
         self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
@@ -143,12 +150,18 @@ class Engine:
 
     ``input_table=True`` precomputes W_ih·E + b of the first layer for the whole
     vocabulary (``table_bytes`` says what it costs): the first layer's input
-    product becomes one row read.
+    product becomes one row read. ``threads`` > 1 splits every layer and the decoder
+    over threads. ``dtype=np.float64`` computes in double precision from the stored
+    float32 weights: a reference that agrees with a float64 PyTorch model over any
+    length of text (in float32 a unit whose ĉ lies within rounding of θ can fire one
+    step earlier or later than in PyTorch, whose sums run in another order).
     """
 
     def __init__(self, model: ExportedModel, *, input_table: bool = False,
-                 threads: int = 1) -> None:
+                 threads: int = 1, dtype: type = np.float32) -> None:
         kernels.require_numba()
+        if np.dtype(dtype) != np.float32:
+            model = with_dtype(model, dtype)
         self.model = model
         self.itos = model.itos
         self.stoi = {w: i for i, w in enumerate(self.itos)}
@@ -157,7 +170,7 @@ class Engine:
         self.emb_active = np.zeros(model.emb_size, dtype=np.int64)
         self.projection = model.matrices.get("projection")
         if self.projection is not None:
-            self.projected = np.zeros(model.emb_size, dtype=np.float32)
+            self.projected = np.zeros(model.emb_size, dtype=self.embedding.dtype)
             self.projected_active = np.zeros(model.emb_size, dtype=np.int64)
             self.projection_stats = np.zeros(2, dtype=np.int64)
         decoder = model.decoder_weight
@@ -165,7 +178,7 @@ class Engine:
         self.decoder_col_nnz = (decoder != 0).sum(axis=0).astype(np.int64)
         self.decoder_bias = model.dense["decoder.bias"]
         self.decoder_stats = np.zeros(2, dtype=np.int64)
-        self.logits = np.zeros(model.vocab_size, dtype=np.float32)
+        self.logits = np.zeros(model.vocab_size, dtype=self.embedding.dtype)
         self.log_normalizer = 0.0
         self.table = None
         if input_table:
@@ -190,15 +203,16 @@ class Engine:
             self.reset()
 
     @classmethod
-    def load(cls, directory: str | Path, *, input_table: bool = False,
-             threads: int = 1) -> Engine:
-        return cls(load_export(directory), input_table=input_table, threads=threads)
+    def load(cls, directory: str | Path, *, input_table: bool = False, threads: int = 1,
+             dtype: type = np.float32) -> Engine:
+        return cls(load_export(directory), input_table=input_table, threads=threads,
+                   dtype=dtype)
 
     def _build_input_table(self) -> None:
         first = self.layers[0]
         nonzero = self.embedding != 0
         self.table = np.ascontiguousarray(
-            self.embedding @ first.w_ih.to_dense().T + first.base, dtype=np.float32)
+            self.embedding @ first.w_ih.to_dense().T + first.base, dtype=self.embedding.dtype)
         # what the input product would have cost (sparsity.macs counts it): stats 0 and 3
         self.table_counts_per_token = np.zeros((len(self.embedding), 5), dtype=np.int64)
         self.table_counts_per_token[:, 0] = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
