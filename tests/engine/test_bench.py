@@ -50,9 +50,14 @@ def test_cli_bench_prints_every_row(tmp_path, capsys):
     directory = export_fixture(tmp_path)(random_model("egru", 0.8))
     assert main(["bench", str(directory), "--tokens", "10", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    for name in ("dense AWD-LSTM", "dense EGRU (model size)", "dense GRU (model size)",
-                 "engine EGRU (80% pruned, table)", "engine EGRU (80% pruned, no table)",
-                 "engine AWD-LSTM (dense, no table)"):
+    for name in (
+        "dense AWD-LSTM",
+        "dense EGRU (model size)",
+        "dense GRU (model size)",
+        "engine EGRU (80% pruned, table)",
+        "engine EGRU (80% pruned, no table)",
+        "engine AWD-LSTM (dense, no table)",
+    ):
         assert name in out
     assert main(["bench", str(directory), "--tokens", "3"]) == 2
     assert "at least 10" in capsys.readouterr().err

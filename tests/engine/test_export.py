@@ -21,6 +21,7 @@ from dualsparse.errors import DualsparseError
 def export_dir(tmp_path):
     return export_fixture(tmp_path)
 
+
 def test_csc_round_trip_keeps_exact_nonzeros():
     rng = np.random.default_rng(0)
     dense = rng.normal(size=(7, 5)).astype(np.float32)
@@ -46,20 +47,25 @@ def test_export_round_trip_matches_the_model(model_type, export_dir):
     params = {n: p.detach().numpy() for n, p in model.named_parameters()}
     for layer in range(2):
         w_hh = params[f"layers.{layer}.weight_hh"]
-        np.testing.assert_array_equal(loaded.matrices[f"layer{layer}.W_ih"].to_dense(),
-                                      params[f"layers.{layer}.weight_ih"])
+        np.testing.assert_array_equal(
+            loaded.matrices[f"layer{layer}.W_ih"].to_dense(), params[f"layers.{layer}.weight_ih"]
+        )
         if model_type == "egru":
             hidden = w_hh.shape[1]
-            np.testing.assert_array_equal(loaded.matrices[f"layer{layer}.U_ur"].to_dense(),
-                                          w_hh[: 2 * hidden])
-            np.testing.assert_array_equal(loaded.matrices[f"layer{layer}.U_z"].to_dense(),
-                                          w_hh[2 * hidden:])
-            np.testing.assert_array_equal(loaded.dense[f"layer{layer}.threshold"],
-                                          params[f"layers.{layer}.threshold"])
+            np.testing.assert_array_equal(
+                loaded.matrices[f"layer{layer}.U_ur"].to_dense(), w_hh[: 2 * hidden]
+            )
+            np.testing.assert_array_equal(
+                loaded.matrices[f"layer{layer}.U_z"].to_dense(), w_hh[2 * hidden :]
+            )
+            np.testing.assert_array_equal(
+                loaded.dense[f"layer{layer}.threshold"], params[f"layers.{layer}.threshold"]
+            )
         else:
             np.testing.assert_array_equal(loaded.matrices[f"layer{layer}.W_hh"].to_dense(), w_hh)
-    np.testing.assert_array_equal(loaded.matrices["projection"].to_dense(),
-                                  params["projection.weight"])
+    np.testing.assert_array_equal(
+        loaded.matrices["projection"].to_dense(), params["projection.weight"]
+    )
     np.testing.assert_array_equal(loaded.decoder_weight, params["encoder.weight"])
     assert loaded.tied and loaded.projection
     assert weight_sparsity(loaded) == pytest.approx(0.6, abs=0.01)
@@ -109,28 +115,45 @@ def _nan_bias(tensors):
 
 DAMAGE = {
     "not json": (lambda d: (d / HEADER_FILE).write_text("{not json"), "not valid JSON"),
-    "wrong version": (lambda d: _edit_header(d, lambda h: h.update(version=99)),
-                      "format version 99"),
-    "wrong format": (lambda d: _edit_header(d, lambda h: h.update(format="other")),
-                     "is not a dualsparse-engine header"),
-    "header shape": (lambda d: _edit_header(d, lambda h: h["hidden_sizes"].__setitem__(0, 11)),
-                     "shape"),
+    "wrong version": (
+        lambda d: _edit_header(d, lambda h: h.update(version=99)),
+        "format version 99",
+    ),
+    "wrong format": (
+        lambda d: _edit_header(d, lambda h: h.update(format="other")),
+        "is not a dualsparse-engine header",
+    ),
+    "header shape": (
+        lambda d: _edit_header(d, lambda h: h["hidden_sizes"].__setitem__(0, 11)),
+        "shape",
+    ),
     "vocabulary size": (lambda d: _edit_header(d, lambda h: h["itos"].pop()), "itos"),
-    "tensor shape": (lambda d: _edit_tensors(d, lambda t: _set(t, "layer0.threshold",
-                                                               np.zeros(9, np.float32))),
-                     r"layer0.threshold has shape \[9\], expected \[10\]"),
-    "missing tensor": (lambda d: _edit_tensors(d, lambda t: t.pop("decoder.bias")),
-                       "decoder.bias is missing"),
-    "extra tensor": (lambda d: _edit_tensors(d, lambda t: _set(t, "spy", np.zeros(1))),
-                     "does not define"),
-    "wrong dtype": (lambda d: _edit_tensors(d, lambda t: _set(
-        t, "layer1.U_z.col_ptr", t["layer1.U_z.col_ptr"].astype(np.int32))), "dtype int32"),
+    "tensor shape": (
+        lambda d: _edit_tensors(d, lambda t: _set(t, "layer0.threshold", np.zeros(9, np.float32))),
+        r"layer0.threshold has shape \[9\], expected \[10\]",
+    ),
+    "missing tensor": (
+        lambda d: _edit_tensors(d, lambda t: t.pop("decoder.bias")),
+        "decoder.bias is missing",
+    ),
+    "extra tensor": (
+        lambda d: _edit_tensors(d, lambda t: _set(t, "spy", np.zeros(1))),
+        "does not define",
+    ),
+    "wrong dtype": (
+        lambda d: _edit_tensors(
+            d, lambda t: _set(t, "layer1.U_z.col_ptr", t["layer1.U_z.col_ptr"].astype(np.int32))
+        ),
+        "dtype int32",
+    ),
     "row out of range": (lambda d: _edit_tensors(d, _row_out_of_range), "row 6 outside 0..5"),
     "non-monotone col_ptr": (lambda d: _edit_tensors(d, _swap_two_ptrs), "never decrease"),
     "rows unsorted": (lambda d: _edit_tensors(d, _rows_unsorted), "increase strictly"),
     "NaN": (lambda d: _edit_tensors(d, _nan_bias), "NaN"),
-    "truncated": (lambda d: (d / TENSOR_FILE).write_bytes((d / TENSOR_FILE).read_bytes()[:-100]),
-                  "truncated or corrupted"),
+    "truncated": (
+        lambda d: (d / TENSOR_FILE).write_bytes((d / TENSOR_FILE).read_bytes()[:-100]),
+        "truncated or corrupted",
+    ),
     "no tensors": (lambda d: (d / TENSOR_FILE).unlink(), "missing"),
 }
 

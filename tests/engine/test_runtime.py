@@ -21,6 +21,7 @@ from dualsparse.sparsity.macs import measure_macs
 def export_dir(tmp_path):
     return export_fixture(tmp_path)
 
+
 def torch_log_probs(model, tokens: torch.Tensor) -> np.ndarray:
     """log p(w_{t+1} | w_1..w_t) from one batch-1 forward pass of the PyTorch model."""
     with torch.no_grad():
@@ -30,8 +31,9 @@ def torch_log_probs(model, tokens: torch.Tensor) -> np.ndarray:
 
 def assert_engine_matches(model, engine: Engine, tokens: torch.Tensor) -> dict:
     engine.reset()
-    np.testing.assert_allclose(engine.score(tokens.tolist()), torch_log_probs(model, tokens),
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        engine.score(tokens.tolist()), torch_log_probs(model, tokens), atol=1e-4, rtol=0
+    )
     counts = engine.counts()
     report = measure_macs(model, tokens, batch_size=1, bptt=7)
     assert counts["tokens"] == report.tokens == len(tokens) - 1
@@ -41,7 +43,8 @@ def assert_engine_matches(model, engine: Engine, tokens: torch.Tensor) -> dict:
         assert engine_row["event_macs_total"] == row.event_macs_total, row.name
         assert engine_row["weight_nonzero"] == row.weight_nonzero, row.name
     assert counts["event_macs_per_token"]["rnn"] == pytest.approx(
-        report.totals("rnn")["event_macs_per_token"])
+        report.totals("rnn")["event_macs_per_token"]
+    )
     return counts
 
 
@@ -66,10 +69,10 @@ def test_two_threads_over_rows_equal_one_thread(model_type, export_dir):
     model = random_model(model_type, 0.7, hidden_sizes=(11, 6))  # an odd layer size
     directory = export_dir(model)
     tokens = torch.randint(0, VOCAB, (50,), generator=torch.Generator().manual_seed(5))
-    single, sharded = Engine.load(directory), Engine.load(directory, threads=2,
-                                                          input_table=True)
-    np.testing.assert_allclose(sharded.score(tokens.tolist()), single.score(tokens.tolist()),
-                               atol=1e-6, rtol=0)
+    single, sharded = Engine.load(directory), Engine.load(directory, threads=2, input_table=True)
+    np.testing.assert_allclose(
+        sharded.score(tokens.tolist()), single.score(tokens.tolist()), atol=1e-6, rtol=0
+    )
     assert sharded.counts() == single.counts()
     assert_engine_matches(model, sharded, tokens)
 
@@ -83,8 +86,9 @@ def test_float64_engine_equals_a_float64_pytorch_model(model_type, export_dir):
     tokens = torch.randint(0, VOCAB, (200,), generator=torch.Generator().manual_seed(7))
     log_probs = engine.score(tokens.tolist())
     assert log_probs.dtype == np.float64 and engine.logits.dtype == np.float64
-    np.testing.assert_allclose(log_probs, torch_log_probs(model.double(), tokens), atol=1e-9,
-                               rtol=0)
+    np.testing.assert_allclose(
+        log_probs, torch_log_probs(model.double(), tokens), atol=1e-9, rtol=0
+    )
 
 
 def test_egru_without_projection_feeds_the_decoder_sparsely(export_dir):
@@ -114,8 +118,15 @@ def test_no_unit_ever_fires_when_thresholds_are_one(export_dir):
     counts = assert_engine_matches(model, engine, tokens)
     assert counts["layer_activity"] == [0.0, 0.0]
     products = counts["products"]
-    for name in ("layer0.U_ur", "layer0.U_z", "layer1.W_ih", "layer1.U_ur", "layer1.U_z",
-                 "projection", "decoder"):
+    for name in (
+        "layer0.U_ur",
+        "layer0.U_z",
+        "layer1.W_ih",
+        "layer1.U_ur",
+        "layer1.U_z",
+        "projection",
+        "decoder",
+    ):
         assert products[name]["event_macs_total"] == 0, name
     # the logits are the decoder bias alone: every step predicts the same distribution
     assert np.allclose(engine.logits, model.decoder.bias.detach().numpy())
@@ -177,8 +188,9 @@ def pruned_tiny_run(tmp_path, tiny_corpus_dir):
 
     corpus = read_corpus(tiny_corpus_dir)
     train(tiny_run_config(), corpus, tmp_path / "run", progress=False)
-    prune_run(tmp_path / "run", tmp_path / "pruned", corpus, target=0.6, finetune_epochs=0,
-              progress=False)
+    prune_run(
+        tmp_path / "run", tmp_path / "pruned", corpus, target=0.6, finetune_epochs=0, progress=False
+    )
     return tmp_path / "pruned", corpus
 
 
@@ -204,8 +216,22 @@ def test_cli_export_score_generate(pruned_tiny_run, tiny_corpus_dir, tmp_path, c
     assert main(["score", str(out), str(tiny_corpus_dir / "test.txt"), "--per-token"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("1\told\t") and "perplexity" in text
-    assert main(["generate", str(out), "--prompt", "the cat", "--max-tokens", "5",
-                 "--seed", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(out),
+                "--prompt",
+                "the cat",
+                "--max-tokens",
+                "5",
+                "--seed",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     generated = json.loads(capsys.readouterr().out)
     assert len(generated["words"]) == 5 and generated["unknown_prompt_words"] == 0
     assert main(["generate", str(out), "--prompt", "the", "--max-tokens", "3"]) == 0
@@ -219,8 +245,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: run directory")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "ptb" / "ptb.test.txt").is_file(),
-                    reason="the real PTB test file is not in ../shared/data/ptb")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "ptb" / "ptb.test.txt").is_file(),
+    reason="the real PTB test file is not in ../shared/data/ptb",
+)
 def test_real_ptb_text_through_a_pruned_run(pruned_tiny_run, tmp_path):
     """The first 3,000 tokens of the real PTB test file, mostly <unk> for the tiny run's
     vocabulary: log-probs, activity and MACs still equal PyTorch's and measure_macs'."""
@@ -254,8 +282,13 @@ def test_engine_runs_where_torch_cannot_be_imported(export_dir):
         f"print(Engine.load({str(directory)!r}).score([0, 1, 2, 3]).tolist())\n"
     )
     src = Path(__file__).resolve().parents[2] / "src"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     expected = Engine.load(directory).score([0, 1, 2, 3])
     np.testing.assert_allclose(json.loads(done.stdout), expected, atol=1e-6)

@@ -38,8 +38,9 @@ from dualsparse.engine.runtime import Engine
 AWD_LSTM = ("lstm", 400, [1150, 1150, 400])
 
 
-def dense_macs(model_type: str, emb_size: int, hidden_sizes: list[int],
-               vocab_size: int) -> tuple[int, int]:
+def dense_macs(
+    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int
+) -> tuple[int, int]:
     """Dense MACs per token: (RNN only, with projection and tied decoder)."""
     shapes = product_shapes(model_type, emb_size, hidden_sizes, hidden_sizes[-1] != emb_size)
     rnn = sum(r * c for n, (r, c) in shapes.items() if n.startswith("layer"))
@@ -50,8 +51,14 @@ def dense_macs(model_type: str, emb_size: int, hidden_sizes: list[int],
 class DenseStepper:
     """A dense model stepped token by token with fused addmv products (PyTorch)."""
 
-    def __init__(self, model_type: str, emb_size: int, hidden_sizes: list[int],
-                 vocab_size: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_type: str,
+        emb_size: int,
+        hidden_sizes: list[int],
+        vocab_size: int,
+        seed: int = 0,
+    ) -> None:
         import torch
 
         self.torch, self.model_type = torch, model_type
@@ -63,16 +70,22 @@ class DenseStepper:
         self.embedding = uniform(vocab_size, emb_size, bound=0.1)
         self.decoder_bias = torch.zeros(vocab_size)
         last = hidden_sizes[-1]
-        self.projection = uniform(emb_size, last, bound=last ** -0.5) if last != emb_size else None
+        self.projection = uniform(emb_size, last, bound=last**-0.5) if last != emb_size else None
         self.layers = []
         sizes = [emb_size, *hidden_sizes]
         for n_in, hidden in zip(sizes[:-1], sizes[1:], strict=True):
-            rows, bound = GATES[model_type] * hidden, hidden ** -0.5
-            layer = {"w_ih": uniform(rows, n_in, bound=bound), "b": uniform(rows, bound=bound),
-                     "w_hh": uniform(rows, hidden, bound=bound), "b_hh": uniform(rows, bound=bound),
-                     "h": torch.zeros(hidden), "c": torch.zeros(hidden),
-                     "gates": torch.zeros(rows), "gates_hh": torch.zeros(rows),
-                     "threshold": torch.full((hidden,), 0.1)}
+            rows, bound = GATES[model_type] * hidden, hidden**-0.5
+            layer = {
+                "w_ih": uniform(rows, n_in, bound=bound),
+                "b": uniform(rows, bound=bound),
+                "w_hh": uniform(rows, hidden, bound=bound),
+                "b_hh": uniform(rows, bound=bound),
+                "h": torch.zeros(hidden),
+                "c": torch.zeros(hidden),
+                "gates": torch.zeros(rows),
+                "gates_hh": torch.zeros(rows),
+                "threshold": torch.full((hidden,), 0.1),
+            }
             if model_type == "lstm":  # one sgemv over [W_ih W_hh] · [x; h]
                 layer["w_cat"] = torch.cat([layer["w_ih"], layer["w_hh"]], dim=1).contiguous()
                 layer["xh"] = torch.zeros(n_in + hidden)
@@ -86,10 +99,10 @@ class DenseStepper:
         xh[: xh.shape[0] - hidden].copy_(x)
         torch.addmv(layer["b"], layer["w_cat"], xh, out=gates)
         gates[: 2 * hidden].sigmoid_()
-        gates[3 * hidden:].sigmoid_()
-        gates[2 * hidden: 3 * hidden].tanh_()
-        c.mul_(gates[hidden: 2 * hidden]).addcmul_(gates[:hidden], gates[2 * hidden: 3 * hidden])
-        torch.tanh(c, out=h).mul_(gates[3 * hidden:])
+        gates[3 * hidden :].sigmoid_()
+        gates[2 * hidden : 3 * hidden].tanh_()
+        c.mul_(gates[hidden : 2 * hidden]).addcmul_(gates[:hidden], gates[2 * hidden : 3 * hidden])
+        torch.tanh(c, out=h).mul_(gates[3 * hidden :])
         return h
 
     def _gru(self, layer: dict, x: Any) -> Any:
@@ -98,7 +111,7 @@ class DenseStepper:
         torch.addmv(layer["b"], layer["w_ih"], x, out=gi)
         torch.addmv(layer["b_hh"], layer["w_hh"], h, out=gh)
         rz = (gi[: 2 * hidden] + gh[: 2 * hidden]).sigmoid_()
-        cand = torch.addcmul(gi[2 * hidden:], rz[:hidden], gh[2 * hidden:]).tanh_()
+        cand = torch.addcmul(gi[2 * hidden :], rz[:hidden], gh[2 * hidden :]).tanh_()
         h.sub_(cand).mul_(rz[hidden:]).add_(cand)  # h = n + z (h − n)
         return h
 
@@ -107,7 +120,7 @@ class DenseStepper:
         hidden, w_hh = y.shape[0], layer["w_hh"]
         torch.addmv(layer["b"], layer["w_ih"], x, out=gi)
         ur = torch.addmv(gi[: 2 * hidden], w_hh[: 2 * hidden], y).sigmoid_()
-        z = torch.addmv(gi[2 * hidden:], w_hh[2 * hidden:], ur[hidden:] * y).tanh_()
+        z = torch.addmv(gi[2 * hidden :], w_hh[2 * hidden :], ur[hidden:] * y).tanh_()
         c_pre = torch.addcmul(c, ur[:hidden], z - c)
         event = c_pre > layer["threshold"]
         torch.mul(c_pre, event, out=y)
@@ -129,34 +142,52 @@ class DenseStepper:
         return self.torch.logsumexp(self.logits, 0)
 
 
-def synthetic_model(model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int,
-                    weight_sparsity: float, seed: int = 0, threshold: float = 0.1) -> ExportedModel:
+def synthetic_model(
+    model_type: str,
+    emb_size: int,
+    hidden_sizes: list[int],
+    vocab_size: int,
+    weight_sparsity: float,
+    seed: int = 0,
+    threshold: float = 0.1,
+) -> ExportedModel:
     """A random model in the export format, each matrix pruned to ``weight_sparsity`` at
     random positions (what global magnitude pruning does to i.i.d. weights)."""
     rng = np.random.default_rng(seed)
     projection = hidden_sizes[-1] != emb_size
     matrices: dict[str, CSCMatrix] = {}
-    for name, (rows, cols) in product_shapes(model_type, emb_size, hidden_sizes,
-                                              projection).items():
-        bound = cols ** -0.5
+    for name, (rows, cols) in product_shapes(
+        model_type, emb_size, hidden_sizes, projection
+    ).items():
+        bound = cols**-0.5
         weight = rng.uniform(-bound, bound, size=(rows, cols)).astype(np.float32)
         weight[rng.random((rows, cols)) < weight_sparsity] = 0.0
         matrices[name] = csc_from_dense(weight)
     dense = {}
-    for name, shape in dense_shapes(model_type, emb_size, hidden_sizes, vocab_size,
-                                    True).items():
+    for name, shape in dense_shapes(model_type, emb_size, hidden_sizes, vocab_size, True).items():
         if name.endswith("threshold"):
             dense[name] = np.full(shape, threshold, dtype=np.float32)
         else:
             bound = 0.1 if name == "embedding" else shape[0] ** -0.5
             dense[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
     itos = ["<eos>", "<unk>", *(f"w{i}" for i in range(vocab_size - 2))]
-    return ExportedModel(model_type, emb_size, list(hidden_sizes), vocab_size, True, projection,
-                         itos, matrices, dense, {"source": {"synthetic": True}})
+    return ExportedModel(
+        model_type,
+        emb_size,
+        list(hidden_sizes),
+        vocab_size,
+        True,
+        projection,
+        itos,
+        matrices,
+        dense,
+        {"source": {"synthetic": True}},
+    )
 
 
-def calibrate_thresholds(model: ExportedModel, target_activity: float, tokens: int = 60,
-                         seed: int = 0) -> list[float]:
+def calibrate_thresholds(
+    model: ExportedModel, target_activity: float, tokens: int = 60, seed: int = 0
+) -> list[float]:
     """Per-layer EGRU thresholds (one value per layer, set in ``model``) that bring a random
     model's activity near ``target_activity``: a multiplicative search, a few rounds."""
     rng = np.random.default_rng(seed)
@@ -194,12 +225,16 @@ class BenchRow:
     ms_full: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "threads": self.threads, "macs_per_token_rnn": self.macs_rnn,
-                "macs_per_token_full": self.macs_full,
-                "ms_per_token_rnn_median": float(np.median(self.ms_rnn)),
-                "ms_per_token_rnn_p90": float(np.percentile(self.ms_rnn, 90)),
-                "ms_per_token_full_median": float(np.median(self.ms_full)),
-                "ms_per_token_full_p90": float(np.percentile(self.ms_full, 90))}
+        return {
+            "name": self.name,
+            "threads": self.threads,
+            "macs_per_token_rnn": self.macs_rnn,
+            "macs_per_token_full": self.macs_full,
+            "ms_per_token_rnn_median": float(np.median(self.ms_rnn)),
+            "ms_per_token_rnn_p90": float(np.percentile(self.ms_rnn, 90)),
+            "ms_per_token_full_median": float(np.median(self.ms_full)),
+            "ms_per_token_full_p90": float(np.percentile(self.ms_full, 90)),
+        }
 
 
 def _set_threads(threads: int) -> None:
@@ -210,9 +245,15 @@ def _set_threads(threads: int) -> None:
         kernels.numba.set_num_threads(min(threads, kernels.numba.config.NUMBA_NUM_THREADS))
 
 
-def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
-                  threads: tuple[int, ...] = (1, 2), seed: int = 0,
-                  input_table: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    model: ExportedModel,
+    *,
+    tokens: int = 200,
+    warmup: int = 20,
+    threads: tuple[int, ...] = (1, 2),
+    seed: int = 0,
+    input_table: bool = True,
+) -> dict[str, Any]:
     """Latency rows for the dense AWD-LSTM, the dense model of ``model``'s size and type (GRU
     for EGRU too), the engine on ``model`` (with and without the first-layer table) and on
     the dense AWD-LSTM, at each thread count; plus the engine's per-token overhead outside
@@ -224,53 +265,83 @@ def run_benchmark(model: ExportedModel, *, tokens: int = 200, warmup: int = 20,
     stream = engine.generate([], tokens + warmup, 1.0, seed)
     engine.reset()
     sizes = (model.emb_size, model.hidden_sizes, model.vocab_size)
-    dense_models = [("dense AWD-LSTM", DenseStepper(AWD_LSTM[0], AWD_LSTM[1], AWD_LSTM[2],
-                                                    model.vocab_size, seed),
-                     dense_macs(AWD_LSTM[0], AWD_LSTM[1], AWD_LSTM[2], model.vocab_size))]
+    dense_models = [
+        (
+            "dense AWD-LSTM",
+            DenseStepper(AWD_LSTM[0], AWD_LSTM[1], AWD_LSTM[2], model.vocab_size, seed),
+            dense_macs(AWD_LSTM[0], AWD_LSTM[1], AWD_LSTM[2], model.vocab_size),
+        )
+    ]
     for kind in dict.fromkeys([model.model_type, "gru"]):
-        dense_models.append((f"dense {kind.upper()} (model size)",
-                             DenseStepper(kind, *sizes, seed), dense_macs(kind, *sizes)))
+        dense_models.append(
+            (
+                f"dense {kind.upper()} (model size)",
+                DenseStepper(kind, *sizes, seed),
+                dense_macs(kind, *sizes),
+            )
+        )
     pruned = f"{weight_sparsity(model):.0%} pruned"
-    engines = [(f"engine {model.model_type.upper()} ({pruned}{', table' if input_table else ''})",
-                engine)]
+    engines = [
+        (f"engine {model.model_type.upper()} ({pruned}{', table' if input_table else ''})", engine)
+    ]
     if input_table:
-        engines.append((f"engine {model.model_type.upper()} ({pruned}, no table)",
-                        Engine(model)))
-    engines.append(("engine AWD-LSTM (dense, no table)",
-                    Engine(synthetic_model(*AWD_LSTM, model.vocab_size, 0.0, seed))))
+        engines.append((f"engine {model.model_type.upper()} ({pruned}, no table)", Engine(model)))
+    engines.append(
+        (
+            "engine AWD-LSTM (dense, no table)",
+            Engine(synthetic_model(*AWD_LSTM, model.vocab_size, 0.0, seed)),
+        )
+    )
     rows: list[BenchRow] = []
     try:
         for n_threads in threads:
             _set_threads(n_threads)
             with torch.no_grad():
                 for name, stepper, (macs_rnn, macs_full) in dense_models:
-                    rows.append(BenchRow(name, n_threads, macs_rnn, macs_full,
-                                         _time_per_token(stepper.step_rnn, stream, warmup),
-                                         _time_per_token(stepper.step, stream, warmup)))
+                    rows.append(
+                        BenchRow(
+                            name,
+                            n_threads,
+                            macs_rnn,
+                            macs_full,
+                            _time_per_token(stepper.step_rnn, stream, warmup),
+                            _time_per_token(stepper.step, stream, warmup),
+                        )
+                    )
             for name, timed in engines:
                 timed.set_threads(n_threads)
                 ms_rnn = _time_per_token(timed.step_rnn, stream, warmup)
                 timed.reset()
                 ms_full = _time_per_token(timed.step, stream, warmup)
                 macs = timed.counts()["event_macs_per_token"]
-                rows.append(BenchRow(name, n_threads, macs["rnn"], macs["full"], ms_rnn,
-                                     ms_full))
+                rows.append(BenchRow(name, n_threads, macs["rnn"], macs["full"], ms_rnn, ms_full))
     finally:
         torch.set_num_threads(previous_threads)
     counts = engine.counts()
-    return {"model": {"type": model.model_type, "emb_size": model.emb_size,
-                      "hidden_sizes": model.hidden_sizes, "vocab_size": model.vocab_size,
-                      "weight_sparsity": weight_sparsity(model),
-                      "layer_activity": counts["layer_activity"]},
-            "sparse_weight_bytes": {
-                "values": sum(int(m.values.nbytes) for m in model.matrices.values()),
-                "indices": sum(int(m.row_indices.nbytes + m.col_ptr.nbytes)
-                               for m in model.matrices.values())},
-            "tokens": tokens, "warmup": warmup, "input_table": input_table,
-            "input_table_bytes": engine.table_bytes,
-            "overhead_ms_per_token": float(np.median(_overhead_ms(model.model_type,
-                                                                  len(model.hidden_sizes)))),
-            "rows": [r.to_dict() for r in rows]}
+    return {
+        "model": {
+            "type": model.model_type,
+            "emb_size": model.emb_size,
+            "hidden_sizes": model.hidden_sizes,
+            "vocab_size": model.vocab_size,
+            "weight_sparsity": weight_sparsity(model),
+            "layer_activity": counts["layer_activity"],
+        },
+        "sparse_weight_bytes": {
+            "values": sum(int(m.values.nbytes) for m in model.matrices.values()),
+            "indices": sum(
+                int(m.row_indices.nbytes + m.col_ptr.nbytes) for m in model.matrices.values()
+            ),
+        },
+        "tokens": tokens,
+        "warmup": warmup,
+        "input_table": input_table,
+        "input_table_bytes": engine.table_bytes,
+        "overhead_ms_per_token": float(
+            np.median(_overhead_ms(model.model_type, len(model.hidden_sizes)))
+        ),
+        "rows": [r.to_dict() for r in rows],
+    }
 
 
 def _overhead_ms(model_type: str, depth: int) -> np.ndarray:
@@ -290,34 +361,40 @@ def _speedups(row: dict[str, Any], base: dict[str, Any], part: str) -> str:
 
 def format_bench_table(result: dict[str, Any]) -> str:
     m = result["model"]
-    table = (f"on, {result['input_table_bytes'] / 2**20:.1f} MiB" if result["input_table"]
-             else "off")
-    lines = [f"{m['type']} emb {m['emb_size']} hidden {','.join(map(str, m['hidden_sizes']))} "
-             f"vocab {m['vocab_size']}, RNN weight sparsity {m['weight_sparsity']:.3f}, "
-             "activity " + ", ".join(f"{a:.3f}" for a in m["layer_activity"]),
-             f"{result['tokens']} timed tokens after {result['warmup']} warm-up; first-layer "
-             f"W_ih·E table {table}; engine overhead outside kernels "
-             f"{result['overhead_ms_per_token'] * 1e3:.1f} us/token",
-             "",
-             f"{'':<38} {'thr':>3} {'MMACs':>7} {'RNN ms':>7} {'p90':>6} {'MMACs':>7} "
-             f"{'e2e ms':>7} {'p90':>6} {'speedup RNN':>15} {'speedup e2e':>15}",
-             f"{'':<38} {'':>3} {'RNN':>7} {'median':>7} {'':>6} {'e2e':>7} {'median':>7} "
-             f"{'':>6} {'real / theory':>15} {'real / theory':>15}"]
+    table = f"on, {result['input_table_bytes'] / 2**20:.1f} MiB" if result["input_table"] else "off"
+    lines = [
+        f"{m['type']} emb {m['emb_size']} hidden {','.join(map(str, m['hidden_sizes']))} "
+        f"vocab {m['vocab_size']}, RNN weight sparsity {m['weight_sparsity']:.3f}, "
+        "activity " + ", ".join(f"{a:.3f}" for a in m["layer_activity"]),
+        f"{result['tokens']} timed tokens after {result['warmup']} warm-up; first-layer "
+        f"W_ih·E table {table}; engine overhead outside kernels "
+        f"{result['overhead_ms_per_token'] * 1e3:.1f} us/token",
+        "",
+        f"{'':<38} {'thr':>3} {'MMACs':>7} {'RNN ms':>7} {'p90':>6} {'MMACs':>7} "
+        f"{'e2e ms':>7} {'p90':>6} {'speedup RNN':>15} {'speedup e2e':>15}",
+        f"{'':<38} {'':>3} {'RNN':>7} {'median':>7} {'':>6} {'e2e':>7} {'median':>7} "
+        f"{'':>6} {'real / theory':>15} {'real / theory':>15}",
+    ]
     rows = result["rows"]
     for row in rows:
-        base = next(r for r in rows if r["threads"] == row["threads"]
-                    and r["name"] == "dense AWD-LSTM")
-        lines.append(f"{row['name']:<38} {row['threads']:>3} "
-                     f"{row['macs_per_token_rnn'] / 1e6:>7.2f} "
-                     f"{row['ms_per_token_rnn_median']:>7.3f} {row['ms_per_token_rnn_p90']:>6.3f} "
-                     f"{row['macs_per_token_full'] / 1e6:>7.2f} "
-                     f"{row['ms_per_token_full_median']:>7.3f} "
-                     f"{row['ms_per_token_full_p90']:>6.3f} {_speedups(row, base, 'rnn'):>15} "
-                     f"{_speedups(row, base, 'full'):>15}")
+        base = next(
+            r for r in rows if r["threads"] == row["threads"] and r["name"] == "dense AWD-LSTM"
+        )
+        lines.append(
+            f"{row['name']:<38} {row['threads']:>3} "
+            f"{row['macs_per_token_rnn'] / 1e6:>7.2f} "
+            f"{row['ms_per_token_rnn_median']:>7.3f} {row['ms_per_token_rnn_p90']:>6.3f} "
+            f"{row['macs_per_token_full'] / 1e6:>7.2f} "
+            f"{row['ms_per_token_full_median']:>7.3f} "
+            f"{row['ms_per_token_full_p90']:>6.3f} {_speedups(row, base, 'rnn'):>15} "
+            f"{_speedups(row, base, 'full'):>15}"
+        )
     sparse = result["sparse_weight_bytes"]
-    lines += ["", "speedup = dense AWD-LSTM (fused addmv per step, same threads) / this row; "
-                  "theory = dense AWD-LSTM MACs / this row's MACs (event-driven for the engine)",
-              f"engine sparse weights: {sparse['values'] / 2**20:.1f} MiB values + "
-              f"{sparse['indices'] / 2**20:.1f} MiB indices"]
+    lines += [
+        "",
+        "speedup = dense AWD-LSTM (fused addmv per step, same threads) / this row; "
+        "theory = dense AWD-LSTM MACs / this row's MACs (event-driven for the engine)",
+        f"engine sparse weights: {sparse['values'] / 2**20:.1f} MiB values + "
+        f"{sparse['indices'] / 2**20:.1f} MiB indices",
+    ]
     return "\n".join(lines)
-

@@ -83,12 +83,14 @@ def csc_from_dense(weight: np.ndarray, dtype: type = np.float32) -> CSCMatrix:
     col_of, row_of = np.nonzero(weight.T)  # sorted by column, then row
     col_ptr = np.zeros(cols + 1, dtype=np.int64)
     np.cumsum(np.bincount(col_of, minlength=cols), out=col_ptr[1:])
-    return CSCMatrix(rows, cols, weight.T[col_of, row_of].copy(),
-                     row_of.astype(index_dtype(rows)), col_ptr)
+    return CSCMatrix(
+        rows, cols, weight.T[col_of, row_of].copy(), row_of.astype(index_dtype(rows)), col_ptr
+    )
 
 
-def product_shapes(model_type: str, emb_size: int, hidden_sizes: list[int],
-                   projection: bool) -> dict[str, tuple[int, int]]:
+def product_shapes(
+    model_type: str, emb_size: int, hidden_sizes: list[int], projection: bool
+) -> dict[str, tuple[int, int]]:
     """[rows, cols] of every sparse product, named as in ``sparsity.macs``."""
     gates = GATES[model_type]
     shapes: dict[str, tuple[int, int]] = {}
@@ -105,11 +107,14 @@ def product_shapes(model_type: str, emb_size: int, hidden_sizes: list[int],
     return shapes
 
 
-def dense_shapes(model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int,
-                 tied: bool) -> dict[str, tuple[int, ...]]:
+def dense_shapes(
+    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int, tied: bool
+) -> dict[str, tuple[int, ...]]:
     gates = GATES[model_type]
-    shapes: dict[str, tuple[int, ...]] = {"embedding": (vocab_size, emb_size),
-                                          "decoder.bias": (vocab_size,)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "embedding": (vocab_size, emb_size),
+        "decoder.bias": (vocab_size,),
+    }
     if not tied:  # an untied decoder reads the last layer directly: no projection
         shapes["decoder.weight"] = (vocab_size, hidden_sizes[-1])
     for layer, hidden in enumerate(hidden_sizes):
@@ -145,8 +150,9 @@ class ExportedModel:
 # --- writing (needs PyTorch: it reads a trained LanguageModel) -----------------------------
 
 
-def export_model(model, itos: list[str], out_dir: str | Path,
-                 source: dict[str, Any] | None = None) -> Path:
+def export_model(
+    model, itos: list[str], out_dir: str | Path, source: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` (a ``LanguageModel`` in eval mode) and its vocabulary to ``out_dir``."""
     from safetensors.numpy import save_file
 
@@ -157,8 +163,10 @@ def export_model(model, itos: list[str], out_dir: str | Path,
     params = {n: p.detach().cpu().float().numpy() for n, p in model.named_parameters()}
     # tied weights are yielded once, under the encoder's name
     params.setdefault("decoder.weight", params["encoder.weight"])
-    tensors: dict[str, np.ndarray] = {"embedding": params["encoder.weight"],
-                                      "decoder.bias": params["decoder.bias"]}
+    tensors: dict[str, np.ndarray] = {
+        "embedding": params["encoder.weight"],
+        "decoder.bias": params["decoder.bias"],
+    }
     if not tied:
         tensors["decoder.weight"] = params["decoder.weight"]
     matrices: dict[str, np.ndarray] = {}
@@ -167,7 +175,7 @@ def export_model(model, itos: list[str], out_dir: str | Path,
         matrices[f"layer{layer}.W_ih"] = params[f"{p}.weight_ih"]
         if cfg.type == "egru":
             matrices[f"layer{layer}.U_ur"] = params[f"{p}.weight_hh"][: 2 * hidden]
-            matrices[f"layer{layer}.U_z"] = params[f"{p}.weight_hh"][2 * hidden:]
+            matrices[f"layer{layer}.U_z"] = params[f"{p}.weight_hh"][2 * hidden :]
             tensors[f"layer{layer}.bias"] = params[f"{p}.bias"]
             tensors[f"layer{layer}.threshold"] = params[f"{p}.threshold"]
         else:
@@ -182,22 +190,39 @@ def export_model(model, itos: list[str], out_dir: str | Path,
         tensors[f"{name}.values"] = csc.values
         tensors[f"{name}.row_indices"] = csc.row_indices
         tensors[f"{name}.col_ptr"] = csc.col_ptr
-        header_matrices[name] = {"shape": [csc.rows, csc.cols], "nnz": csc.nnz,
-                                 "index_dtype": str(csc.row_indices.dtype)}
-    header = {"format": FORMAT, "version": VERSION, "model_type": cfg.type,
-              "emb_size": cfg.emb_size, "hidden_sizes": hidden_sizes,
-              "vocab_size": model.vocab_size, "tied": tied, "projection": projection,
-              "matrices": header_matrices,
-              "dense": {n: list(t.shape) for n, t in tensors.items()
-                        if not n.endswith((".values", ".row_indices", ".col_ptr"))},
-              "source": source or {}, "itos": list(itos)}
+        header_matrices[name] = {
+            "shape": [csc.rows, csc.cols],
+            "nnz": csc.nnz,
+            "index_dtype": str(csc.row_indices.dtype),
+        }
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_type": cfg.type,
+        "emb_size": cfg.emb_size,
+        "hidden_sizes": hidden_sizes,
+        "vocab_size": model.vocab_size,
+        "tied": tied,
+        "projection": projection,
+        "matrices": header_matrices,
+        "dense": {
+            n: list(t.shape)
+            for n, t in tensors.items()
+            if not n.endswith((".values", ".row_indices", ".col_ptr"))
+        },
+        "source": source or {},
+        "itos": list(itos),
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{TENSOR_FILE}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({n: np.ascontiguousarray(t) for n, t in tensors.items()}, tmp,
-                  metadata={"format": FORMAT, "version": str(VERSION)})
+        save_file(
+            {n: np.ascontiguousarray(t) for n, t in tensors.items()},
+            tmp,
+            metadata={"format": FORMAT, "version": str(VERSION)},
+        )
         os.replace(tmp, out_dir / TENSOR_FILE)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -212,8 +237,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     from dualsparse.runs import load_run
 
     run = load_run(run_dir, checkpoint)
-    return export_model(run.model, run.vocab.itos, out_dir,
-                        source={"run": str(run_dir), "checkpoint": str(run.checkpoint)})
+    return export_model(
+        run.model,
+        run.vocab.itos,
+        out_dir,
+        source={"run": str(run_dir), "checkpoint": str(run.checkpoint)},
+    )
 
 
 # --- reading and validation (numpy only) ---------------------------------------------------
@@ -227,15 +256,19 @@ def _read_header(path: Path) -> dict[str, Any]:
     try:
         header = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DualsparseError(f"{path} is missing; give a directory written by "
-                              "`dualsparse export`") from None
+        raise DualsparseError(
+            f"{path} is missing; give a directory written by `dualsparse export`"
+        ) from None
     except (OSError, ValueError) as exc:
         raise _bad(path, f"is not valid JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _bad(path, f"is not a {FORMAT} header")
     if header.get("version") != VERSION:
-        raise _bad(path, f"has format version {header.get('version')!r}, this dualsparse "
-                         f"reads version {VERSION}")
+        raise _bad(
+            path,
+            f"has format version {header.get('version')!r}, this dualsparse "
+            f"reads version {VERSION}",
+        )
     model_type = header.get("model_type")
     if model_type not in GATES:
         raise _bad(path, f"model_type {model_type!r} is not one of {', '.join(GATES)}")
@@ -244,19 +277,30 @@ def _read_header(path: Path) -> dict[str, Any]:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
     sizes = header.get("hidden_sizes")
-    if not (positive(header.get("emb_size")) and positive(header.get("vocab_size"))
-            and isinstance(sizes, list) and sizes and all(positive(s) for s in sizes)):
+    if not (
+        positive(header.get("emb_size"))
+        and positive(header.get("vocab_size"))
+        and isinstance(sizes, list)
+        and sizes
+        and all(positive(s) for s in sizes)
+    ):
         raise _bad(path, "emb_size, vocab_size and hidden_sizes must be positive integers")
     for key in ("tied", "projection"):
         if not isinstance(header.get(key), bool):
             raise _bad(path, f"'{key}' must be true or false")
     if header["projection"] != (header["tied"] and sizes[-1] != header["emb_size"]):
-        raise _bad(path, "'projection' must be true exactly for a tied decoder whose "
-                         "emb_size differs from the last hidden size")
+        raise _bad(
+            path,
+            "'projection' must be true exactly for a tied decoder whose "
+            "emb_size differs from the last hidden size",
+        )
     itos = header.get("itos")
-    if not (isinstance(itos, list) and len(itos) == header["vocab_size"]
-            and all(isinstance(w, str) and w.split() == [w] for w in itos)
-            and len(set(itos)) == len(itos)):
+    if not (
+        isinstance(itos, list)
+        and len(itos) == header["vocab_size"]
+        and all(isinstance(w, str) and w.split() == [w] for w in itos)
+        and len(set(itos)) == len(itos)
+    ):
         raise _bad(path, f"'itos' must list {header['vocab_size']} distinct single words")
     return header
 
@@ -274,14 +318,22 @@ def _read_tensors(path: Path) -> dict[str, np.ndarray]:
         raise _bad(path, f"is truncated or corrupted ({reason})") from None
 
 
-def _take(tensors: dict[str, np.ndarray], path: Path, name: str, shape: tuple[int, ...],
-          dtypes: tuple[type, ...]) -> np.ndarray:
+def _take(
+    tensors: dict[str, np.ndarray],
+    path: Path,
+    name: str,
+    shape: tuple[int, ...],
+    dtypes: tuple[type, ...],
+) -> np.ndarray:
     if name not in tensors:
         raise _bad(path, f"tensor {name} is missing")
     array = tensors[name]
     if array.dtype not in [np.dtype(d) for d in dtypes]:
-        raise _bad(path, f"tensor {name} has dtype {array.dtype}, expected "
-                         f"{' or '.join(np.dtype(d).name for d in dtypes)}")
+        raise _bad(
+            path,
+            f"tensor {name} has dtype {array.dtype}, expected "
+            f"{' or '.join(np.dtype(d).name for d in dtypes)}",
+        )
     if tuple(array.shape) != tuple(shape):
         raise _bad(path, f"tensor {name} has shape {list(array.shape)}, expected {list(shape)}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -289,8 +341,9 @@ def _take(tensors: dict[str, np.ndarray], path: Path, name: str, shape: tuple[in
     return np.ascontiguousarray(array)
 
 
-def _take_csc(tensors: dict[str, np.ndarray], path: Path, name: str,
-              shape: tuple[int, int]) -> CSCMatrix:
+def _take_csc(
+    tensors: dict[str, np.ndarray], path: Path, name: str, shape: tuple[int, int]
+) -> CSCMatrix:
     rows, cols = shape
     col_ptr = _take(tensors, path, f"{name}.col_ptr", (cols + 1,), (np.int64,))
     if col_ptr[0] != 0 or (np.diff(col_ptr) < 0).any():
@@ -301,8 +354,9 @@ def _take_csc(tensors: dict[str, np.ndarray], path: Path, name: str,
     values = _take(tensors, path, f"{name}.values", (nnz,), (np.float32,))
     row_indices = _take(tensors, path, f"{name}.row_indices", (nnz,), (index_dtype(rows),))
     if nnz and int(row_indices.max()) >= rows:
-        raise _bad(path, f"{name}.row_indices has row {int(row_indices.max())} outside "
-                         f"0..{rows - 1}")
+        raise _bad(
+            path, f"{name}.row_indices has row {int(row_indices.max())} outside 0..{rows - 1}"
+        )
     # rows strictly increase inside each column: no duplicates, cache-friendly order
     steps = np.diff(row_indices.astype(np.int64))
     new_column = np.zeros(max(nnz - 1, 0), dtype=bool)
@@ -317,8 +371,10 @@ def load_export(directory: str | Path) -> ExportedModel:
     """Read and validate an export directory (see the module docstring for the layout)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise DualsparseError(f"model directory {directory} does not exist; write one with "
-                              "`dualsparse export RUN OUT_DIR`")
+        raise DualsparseError(
+            f"model directory {directory} does not exist; write one with "
+            "`dualsparse export RUN OUT_DIR`"
+        )
     header_path, tensor_path = directory / HEADER_FILE, directory / TENSOR_FILE
     header = _read_header(header_path)
     tensors = _read_tensors(tensor_path)
@@ -329,27 +385,45 @@ def load_export(directory: str | Path) -> ExportedModel:
         raise _bad(header_path, f"'matrices' must describe exactly {', '.join(shapes)}")
     for name, shape in shapes.items():
         if not isinstance(declared[name], dict) or declared[name].get("shape") != list(shape):
-            raise _bad(header_path, f"matrix {name} must have shape {list(shape)} for this "
-                                    "architecture")
-    matrices = {name: _take_csc(tensors, tensor_path, name, shape)
-                for name, shape in shapes.items()}
-    dense = {name: _take(tensors, tensor_path, name, shape, (np.float32,))
-             for name, shape in dense_shapes(model_type, emb, sizes, header["vocab_size"],
-                                             header["tied"]).items()}
-    expected = set(dense) | {f"{m}.{part}" for m in matrices
-                             for part in ("values", "row_indices", "col_ptr")}
+            raise _bad(
+                header_path, f"matrix {name} must have shape {list(shape)} for this architecture"
+            )
+    matrices = {
+        name: _take_csc(tensors, tensor_path, name, shape) for name, shape in shapes.items()
+    }
+    dense = {
+        name: _take(tensors, tensor_path, name, shape, (np.float32,))
+        for name, shape in dense_shapes(
+            model_type, emb, sizes, header["vocab_size"], header["tied"]
+        ).items()
+    }
+    expected = set(dense) | {
+        f"{m}.{part}" for m in matrices for part in ("values", "row_indices", "col_ptr")
+    }
     unexpected = sorted(set(tensors) - expected)
     if unexpected:
         raise _bad(tensor_path, f"holds tensors this format does not define ({unexpected[:3]})")
-    return ExportedModel(model_type, emb, list(sizes), header["vocab_size"], header["tied"],
-                         header["projection"], list(header["itos"]), matrices, dense, header)
+    return ExportedModel(
+        model_type,
+        emb,
+        list(sizes),
+        header["vocab_size"],
+        header["tied"],
+        header["projection"],
+        list(header["itos"]),
+        matrices,
+        dense,
+        header,
+    )
 
 
 def with_dtype(model: ExportedModel, dtype: type) -> ExportedModel:
     """The same model with float tensors in ``dtype`` (float64: a reference computation whose
     rounding is far below float32's, to compare with a float64 PyTorch model)."""
-    matrices = {n: CSCMatrix(m.rows, m.cols, m.values.astype(dtype), m.row_indices, m.col_ptr)
-                for n, m in model.matrices.items()}
+    matrices = {
+        n: CSCMatrix(m.rows, m.cols, m.values.astype(dtype), m.row_indices, m.col_ptr)
+        for n, m in model.matrices.items()
+    }
     dense = {n: t.astype(dtype) for n, t in model.dense.items()}
     return dataclasses.replace(model, matrices=matrices, dense=dense)
 

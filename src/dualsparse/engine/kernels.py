@@ -48,8 +48,10 @@ FUSED = {"contract"}
 
 def require_numba() -> None:
     if numba is None:
-        raise DualsparseError("the inference engine needs numba, which is not installed; "
-                              "install it with: pip install 'dualsparse[engine]'")
+        raise DualsparseError(
+            "the inference engine needs numba, which is not installed; "
+            "install it with: pip install 'dualsparse[engine]'"
+        )
 
 
 @njit(cache=True, inline="always")
@@ -71,7 +73,7 @@ def _scatter(acc, offset, values, rows, col_ptr, x, active, n_active):
         if stop > start and rows[stop - 1] - rows[start] == stop - 1 - start:
             # the stored rows are one contiguous run (an unpruned column, or an unpruned
             # stretch): a dense axpy without index reads, which the compiler vectorises
-            run, column = target[rows[start]: rows[start] + stop - start], values[start:stop]
+            run, column = target[rows[start] : rows[start] + stop - start], values[start:stop]
             for k in range(stop - start):
                 run[k] += column[k] * xj
         else:
@@ -98,8 +100,29 @@ def find_active(x, active):
 
 
 @njit(cache=True, fastmath=FUSED)
-def egru_step(base, x, x_active, n_x, wih_v, wih_r, wih_p, uur_v, uur_r, uur_p,
-              uz_v, uz_r, uz_p, threshold, c, y, y_active, n_y, acc, ry, stats):
+def egru_step(
+    base,
+    x,
+    x_active,
+    n_x,
+    wih_v,
+    wih_r,
+    wih_p,
+    uur_v,
+    uur_r,
+    uur_p,
+    uz_v,
+    uz_r,
+    uz_p,
+    threshold,
+    c,
+    y,
+    y_active,
+    n_y,
+    acc,
+    ry,
+    stats,
+):
     """One EGRU layer, one token (DEVELOPERS.md, "EGRU cell"); returns the new n_y.
 
     ``base`` is the bias [3H], or the row of the first-layer table W_ih·E + b (then
@@ -133,8 +156,24 @@ def egru_step(base, x, x_active, n_x, wih_v, wih_r, wih_p, uur_v, uur_r, uur_p,
 
 
 @njit(cache=True, fastmath=FUSED)
-def lstm_step(base, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r, whh_p,
-              c, h, h_active, n_h, acc, stats):
+def lstm_step(
+    base,
+    x,
+    x_active,
+    n_x,
+    wih_v,
+    wih_r,
+    wih_p,
+    whh_v,
+    whh_r,
+    whh_p,
+    c,
+    h,
+    h_active,
+    n_h,
+    acc,
+    stats,
+):
     """One LSTM layer, one token (gates i, f, g, o); ``base`` = b_ih + b_hh or a table row."""
     hidden = c.shape[0]
     acc[:] = base
@@ -157,8 +196,25 @@ def lstm_step(base, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r, whh_p,
 
 
 @njit(cache=True, fastmath=FUSED)
-def gru_step(base, bias_hh, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r, whh_p,
-             h, h_active, n_h, gi, gh, stats):
+def gru_step(
+    base,
+    bias_hh,
+    x,
+    x_active,
+    n_x,
+    wih_v,
+    wih_r,
+    wih_p,
+    whh_v,
+    whh_r,
+    whh_p,
+    h,
+    h_active,
+    n_h,
+    gi,
+    gh,
+    stats,
+):
     """One GRU layer, one token (gates r, z, n; n = tanh(W_in x + b_in + r (W_hn h + b_hn)))."""
     hidden = h.shape[0]
     gi[:] = base
@@ -251,9 +307,33 @@ def _copy_active(source, active, n_active, target):
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED)
-def egru_step_sharded(base, x, x_active, n_x, wih_v, wih_r, wih_p, uur_v, uur_r, uur_p,
-                      uz_v, uz_r, uz_p, bounds, threshold, c, y, y_active, n_y, acc, r_full,
-                      ry, shard_active, shard_n, stats):
+def egru_step_sharded(
+    base,
+    x,
+    x_active,
+    n_x,
+    wih_v,
+    wih_r,
+    wih_p,
+    uur_v,
+    uur_r,
+    uur_p,
+    uz_v,
+    uz_r,
+    uz_p,
+    bounds,
+    threshold,
+    c,
+    y,
+    y_active,
+    n_y,
+    acc,
+    r_full,
+    ry,
+    shard_active,
+    shard_n,
+    stats,
+):
     """``egru_step`` over shards in parallel; ``acc`` [S, 3·max shard size], ``stats`` [S, 5]."""
     hidden = c.shape[0]
     shards = bounds.shape[0] - 1
@@ -294,8 +374,28 @@ def egru_step_sharded(base, x, x_active, n_x, wih_v, wih_r, wih_p, uur_v, uur_r,
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED)
-def lstm_step_sharded(base, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r, whh_p,
-                      bounds, c, h, h_prev, h_active, n_h, acc, shard_active, shard_n, stats):
+def lstm_step_sharded(
+    base,
+    x,
+    x_active,
+    n_x,
+    wih_v,
+    wih_r,
+    wih_p,
+    whh_v,
+    whh_r,
+    whh_p,
+    bounds,
+    c,
+    h,
+    h_prev,
+    h_active,
+    n_h,
+    acc,
+    shard_active,
+    shard_n,
+    stats,
+):
     """``lstm_step`` over shards in parallel (no barrier: a unit's gates are all its own)."""
     hidden = c.shape[0]
     _copy_active(h, h_active, n_h, h_prev)
@@ -324,9 +424,29 @@ def lstm_step_sharded(base, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r,
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED)
-def gru_step_sharded(base, bias_hh, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v, whh_r,
-                     whh_p, bounds, h, h_prev, h_active, n_h, acc, acc_hh, shard_active,
-                     shard_n, stats):
+def gru_step_sharded(
+    base,
+    bias_hh,
+    x,
+    x_active,
+    n_x,
+    wih_v,
+    wih_r,
+    wih_p,
+    whh_v,
+    whh_r,
+    whh_p,
+    bounds,
+    h,
+    h_prev,
+    h_active,
+    n_h,
+    acc,
+    acc_hh,
+    shard_active,
+    shard_n,
+    stats,
+):
     """``gru_step`` over shards in parallel (no barrier: a unit's gates are all its own)."""
     hidden = h.shape[0]
     _copy_active(h, h_active, n_h, h_prev)
@@ -354,8 +474,9 @@ def gru_step_sharded(base, bias_hh, x, x_active, n_x, wih_v, wih_r, wih_p, whh_v
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED)
-def decoder_logits_sharded(bias, weight_t, col_nnz, x, x_active, n_x, logits, bounds,
-                           part_max, part_sum, stats):
+def decoder_logits_sharded(
+    bias, weight_t, col_nnz, x, x_active, n_x, logits, bounds, part_max, part_sum, stats
+):
     """``decoder_logits`` with the vocabulary split at ``bounds`` across threads."""
     for s in numba.prange(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]

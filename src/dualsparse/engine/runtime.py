@@ -39,8 +39,11 @@ class _Layer:
         self.kind, self.hidden, self.name = kind, hidden, f"layer{index}"
         m, d = model.matrices, model.dense
         self.w_ih = m[f"layer{index}.W_ih"]
-        self.recurrent = ([m[f"layer{index}.U_ur"], m[f"layer{index}.U_z"]] if kind == "egru"
-                          else [m[f"layer{index}.W_hh"]])
+        self.recurrent = (
+            [m[f"layer{index}.U_ur"], m[f"layer{index}.U_z"]]
+            if kind == "egru"
+            else [m[f"layer{index}.W_hh"]]
+        )
         gates = self.w_ih.rows
         if kind == "egru":
             self.base, self.threshold = d[f"layer{index}.bias"], d[f"layer{index}.threshold"]
@@ -55,8 +58,9 @@ class _Layer:
         self.cell = np.zeros(hidden, dtype=dtype)  # c (EGRU, LSTM)
         self.active = np.zeros(hidden, dtype=np.int64)
         self.stats = np.zeros(5, dtype=np.int64)
-        self.csc = [a for w in (self.w_ih, *self.recurrent)
-                    for a in (w.values, w.row_indices, w.col_ptr)]
+        self.csc = [
+            a for w in (self.w_ih, *self.recurrent) for a in (w.values, w.row_indices, w.col_ptr)
+        ]
         self.reset()
 
     def reset(self) -> None:
@@ -73,15 +77,50 @@ class _Layer:
 
     def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
         if self.kind == "egru":
-            n = kernels.egru_step(base, x, x_active, n_x, *self.csc, self.threshold, self.cell,
-                                  self.out, self.active, self.n_active, self.acc, self.scratch,
-                                  self.stats)
+            n = kernels.egru_step(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.threshold,
+                self.cell,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.scratch,
+                self.stats,
+            )
         elif self.kind == "lstm":
-            n = kernels.lstm_step(base, x, x_active, n_x, *self.csc, self.cell, self.out,
-                                  self.active, self.n_active, self.acc, self.stats)
+            n = kernels.lstm_step(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.cell,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.stats,
+            )
         else:
-            n = kernels.gru_step(base, self.bias_hh, x, x_active, n_x, *self.csc, self.out,
-                                 self.active, self.n_active, self.acc, self.scratch, self.stats)
+            n = kernels.gru_step(
+                base,
+                self.bias_hh,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.scratch,
+                self.stats,
+            )
         self.n_active = n
         self.active_outputs += n
         return n
@@ -102,8 +141,11 @@ def shard_rows(matrix: CSCMatrix, blocks: int, bounds: np.ndarray) -> tuple[np.n
         parts.append(csc_from_dense(dense[rows], dense.dtype))
     offsets = np.cumsum([0] + [p.nnz for p in parts])
     col_ptr = np.stack([p.col_ptr + offset for p, offset in zip(parts, offsets, strict=False)])
-    return (np.concatenate([p.values for p in parts]),
-            np.concatenate([p.row_indices for p in parts]), col_ptr)
+    return (
+        np.concatenate([p.values for p in parts]),
+        np.concatenate([p.row_indices for p in parts]),
+        col_ptr,
+    )
 
 
 class _ShardedLayer(_Layer):
@@ -122,24 +164,65 @@ class _ShardedLayer(_Layer):
         self.shard_n = np.zeros(shards, dtype=np.int64)
         self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
         blocks = [gates] + ([2, 1] if self.kind == "egru" else [gates])
-        self.csc = [a for w, b in zip((self.w_ih, *self.recurrent), blocks, strict=True)
-                    for a in shard_rows(w, b, self.bounds)]
+        self.csc = [
+            a
+            for w, b in zip((self.w_ih, *self.recurrent), blocks, strict=True)
+            for a in shard_rows(w, b, self.bounds)
+        ]
 
     def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
         shards = (self.shard_active, self.shard_n, self.stats)
         if self.kind == "egru":
-            n = kernels.egru_step_sharded(base, x, x_active, n_x, *self.csc, self.bounds,
-                                          self.threshold, self.cell, self.out, self.active,
-                                          self.n_active, self.acc, self.r_full, self.scratch,
-                                          *shards)
+            n = kernels.egru_step_sharded(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.bounds,
+                self.threshold,
+                self.cell,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.r_full,
+                self.scratch,
+                *shards,
+            )
         elif self.kind == "lstm":
-            n = kernels.lstm_step_sharded(base, x, x_active, n_x, *self.csc, self.bounds,
-                                          self.cell, self.out, self.scratch, self.active,
-                                          self.n_active, self.acc, *shards)
+            n = kernels.lstm_step_sharded(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.bounds,
+                self.cell,
+                self.out,
+                self.scratch,
+                self.active,
+                self.n_active,
+                self.acc,
+                *shards,
+            )
         else:
-            n = kernels.gru_step_sharded(base, self.bias_hh, x, x_active, n_x, *self.csc,
-                                         self.bounds, self.out, self.scratch, self.active,
-                                         self.n_active, self.acc, self.acc_hh, *shards)
+            n = kernels.gru_step_sharded(
+                base,
+                self.bias_hh,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.bounds,
+                self.out,
+                self.scratch,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.acc_hh,
+                *shards,
+            )
         self.n_active = n
         self.active_outputs += n
         return n
@@ -157,8 +240,14 @@ class Engine:
     step earlier or later than in PyTorch, whose sums run in another order).
     """
 
-    def __init__(self, model: ExportedModel, *, input_table: bool = False,
-                 threads: int = 1, dtype: type = np.float32) -> None:
+    def __init__(
+        self,
+        model: ExportedModel,
+        *,
+        input_table: bool = False,
+        threads: int = 1,
+        dtype: type = np.float32,
+    ) -> None:
         kernels.require_numba()
         if np.dtype(dtype) != np.float32:
             model = with_dtype(model, dtype)
@@ -192,10 +281,13 @@ class Engine:
             raise DualsparseError(f"threads must be at least 1, got {threads}")
         model = self.model
         self.threads = threads
-        self.layers = [_ShardedLayer(model, i, threads) if threads > 1 else _Layer(model, i)
-                       for i in range(len(model.hidden_sizes))]
-        self._chain = list(zip(self.layers, [la.base for la in self.layers[1:]] + [None],
-                               strict=True))
+        self.layers = [
+            _ShardedLayer(model, i, threads) if threads > 1 else _Layer(model, i)
+            for i in range(len(model.hidden_sizes))
+        ]
+        self._chain = list(
+            zip(self.layers, [la.base for la in self.layers[1:]] + [None], strict=True)
+        )
         self.vocab_bounds = shard_bounds(model.vocab_size, threads)
         self.part_max = np.zeros(threads, dtype=np.float64)
         self.part_sum = np.zeros(threads, dtype=np.float64)
@@ -203,16 +295,22 @@ class Engine:
             self.reset()
 
     @classmethod
-    def load(cls, directory: str | Path, *, input_table: bool = False, threads: int = 1,
-             dtype: type = np.float32) -> Engine:
-        return cls(load_export(directory), input_table=input_table, threads=threads,
-                   dtype=dtype)
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        input_table: bool = False,
+        threads: int = 1,
+        dtype: type = np.float32,
+    ) -> Engine:
+        return cls(load_export(directory), input_table=input_table, threads=threads, dtype=dtype)
 
     def _build_input_table(self) -> None:
         first = self.layers[0]
         nonzero = self.embedding != 0
         self.table = np.ascontiguousarray(
-            self.embedding @ first.w_ih.to_dense().T + first.base, dtype=self.embedding.dtype)
+            self.embedding @ first.w_ih.to_dense().T + first.base, dtype=self.embedding.dtype
+        )
         # what the input product would have cost (sparsity.macs counts it): stats 0 and 3
         self.table_counts_per_token = np.zeros((len(self.embedding), 5), dtype=np.int64)
         self.table_counts_per_token[:, 0] = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
@@ -238,18 +336,43 @@ class Engine:
         x, x_active, n_x = self.step_rnn(token)
         if self.projection is not None:
             p = self.projection
-            n_x = kernels.sparse_product(self.projected, p.values, p.row_indices, p.col_ptr, x,
-                                         x_active, n_x, self.projected_active,
-                                         self.projection_stats)
+            n_x = kernels.sparse_product(
+                self.projected,
+                p.values,
+                p.row_indices,
+                p.col_ptr,
+                x,
+                x_active,
+                n_x,
+                self.projected_active,
+                self.projection_stats,
+            )
             x, x_active = self.projected, self.projected_active
         if self.threads > 1:
             self.log_normalizer = kernels.decoder_logits_sharded(
-                self.decoder_bias, self.decoder_t, self.decoder_col_nnz, x, x_active, n_x,
-                self.logits, self.vocab_bounds, self.part_max, self.part_sum, self.decoder_stats)
+                self.decoder_bias,
+                self.decoder_t,
+                self.decoder_col_nnz,
+                x,
+                x_active,
+                n_x,
+                self.logits,
+                self.vocab_bounds,
+                self.part_max,
+                self.part_sum,
+                self.decoder_stats,
+            )
         else:
             self.log_normalizer = kernels.decoder_logits(
-                self.decoder_bias, self.decoder_t, self.decoder_col_nnz, x, x_active, n_x,
-                self.logits, self.decoder_stats)
+                self.decoder_bias,
+                self.decoder_t,
+                self.decoder_col_nnz,
+                x,
+                x_active,
+                n_x,
+                self.logits,
+                self.decoder_stats,
+            )
         return self.log_normalizer
 
     def step_rnn(self, token: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -281,8 +404,9 @@ class Engine:
             out[t] = self.log_prob(int(token_ids[t + 1]))
         return out
 
-    def generate(self, prompt_ids: list[int], max_tokens: int, temperature: float = 1.0,
-                 seed: int = 0) -> list[int]:
+    def generate(
+        self, prompt_ids: list[int], max_tokens: int, temperature: float = 1.0, seed: int = 0
+    ) -> list[int]:
         """Feed the prompt (``<eos>`` if empty), then sample ``max_tokens`` ids from
         softmax(logits / temperature); temperature 0 takes the most likely id."""
         if temperature < 0 or not np.isfinite(temperature):
@@ -297,8 +421,9 @@ class Engine:
             else:
                 scaled = (self.logits.astype(np.float64) - self.logits.max()) / temperature
                 cumulative = np.cumsum(np.exp(scaled))
-                token = int(np.searchsorted(cumulative, rng.random() * cumulative[-1],
-                                            side="right"))
+                token = int(
+                    np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
+                )
                 token = min(token, len(cumulative) - 1)
             sampled.append(token)
             self.step(token)
@@ -306,8 +431,9 @@ class Engine:
 
     def token_id(self, word: str) -> int:
         if word not in self.stoi:
-            raise DualsparseError(f"the model's vocabulary has no {word}; export a model "
-                                  "trained on a corpus with it")
+            raise DualsparseError(
+                f"the model's vocabulary has no {word}; export a model trained on a corpus with it"
+            )
         return self.stoi[word]
 
     def encode(self, words: list[str]) -> tuple[list[int], int]:
@@ -325,8 +451,11 @@ class Engine:
         products: dict[str, dict[str, Any]] = {}
 
         def add(name: str, weight_nonzero: int, active: int, macs: int) -> None:
-            products[name] = {"weight_nonzero": int(weight_nonzero),
-                              "active_inputs": int(active), "event_macs_total": int(macs)}
+            products[name] = {
+                "weight_nonzero": int(weight_nonzero),
+                "active_inputs": int(active),
+                "event_macs_total": int(macs),
+            }
 
         for layer in self.layers:
             s = layer.total_stats() + (self.table_counts if layer is self.layers[0] else 0)
@@ -335,16 +464,23 @@ class Engine:
             for k, (name, w) in enumerate(zip(names, layer.recurrent, strict=True)):
                 add(f"{layer.name}.{name}", w.nnz, s[4], s[1 + k])
         if self.projection is not None:
-            add("projection", self.projection.nnz, self.projection_stats[1],
-                self.projection_stats[0])
+            add(
+                "projection",
+                self.projection.nnz,
+                self.projection_stats[1],
+                self.projection_stats[0],
+            )
         add("decoder", self.decoder_col_nnz.sum(), self.decoder_stats[1], self.decoder_stats[0])
         tokens = max(self.tokens, 1)
         activity = [layer.active_outputs / (tokens * layer.hidden) for layer in self.layers]
         rnn = sum(v["event_macs_total"] for k, v in products.items() if k.startswith("layer"))
-        head = sum(v["event_macs_total"] for k, v in products.items()
-                   if not k.startswith("layer"))
-        return {"tokens": self.tokens, "products": products, "layer_activity": activity,
-                "event_macs_per_token": {"rnn": rnn / tokens, "full": (rnn + head) / tokens}}
+        head = sum(v["event_macs_total"] for k, v in products.items() if not k.startswith("layer"))
+        return {
+            "tokens": self.tokens,
+            "products": products,
+            "layer_activity": activity,
+            "event_macs_per_token": {"rnn": rnn / tokens, "full": (rnn + head) / tokens},
+        }
 
 
 def encode_text_lines(text: str) -> list[str]:
