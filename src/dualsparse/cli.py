@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print one line per token: position, word, log-probability",
     )
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="compute in double precision (a reference; slower; docs/engine.md, exactness)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (with per-token log-probs)")
 
     p = sub.add_parser(
@@ -578,9 +583,11 @@ def cmd_generate(args) -> int:
 def cmd_score(args) -> int:
     import math
 
+    import numpy as np
+
     from dualsparse.engine.runtime import Engine, encode_text_lines
 
-    engine = Engine.load(args.model)
+    engine = Engine.load(args.model, dtype=np.float64 if args.float64 else np.float32)
     try:
         text = Path(args.file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

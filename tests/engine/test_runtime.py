@@ -213,6 +213,9 @@ def test_cli_export_score_generate(pruned_tiny_run, tiny_corpus_dir, tmp_path, c
     scored = json.loads(capsys.readouterr().out)
     assert scored["tokens_scored"] == len(corpus.test) - 1
     assert scored["perplexity"] == pytest.approx(math.exp(-np.mean(scored["log_probs"])))
+    assert main(["score", str(out), str(tiny_corpus_dir / "test.txt"), "--json", "--float64"]) == 0
+    reference = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(reference["log_probs"], scored["log_probs"], atol=1e-4)
     assert main(["score", str(out), str(tiny_corpus_dir / "test.txt"), "--per-token"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("1\told\t") and "perplexity" in text
