@@ -35,14 +35,11 @@ def run_stack(layers, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def tokens_per_second(layers, x: torch.Tensor, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        y = run_stack(layers, x)
-        y.square().mean().backward()
-        times.append(time.perf_counter() - start)
-    return x.shape[0] * x.shape[1] / statistics.median(times[1:])
+def step_seconds(layers, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    y = run_stack(layers, x)
+    y.square().mean().backward()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -61,10 +58,18 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(bptt, batch, sizes[0], requires_grad=True)
     print(f"sizes {sizes}, batch {batch}, bptt {bptt}, threads {args.threads}")
-    results = {}
-    for kind in ("nn.GRU", "EGRU", "GRU", "LSTM"):
+    kinds = ("nn.GRU", "EGRU", "GRU", "LSTM")
+    stacks = {}
+    for kind in kinds:
         torch.manual_seed(0)
-        results[kind] = tokens_per_second(stack(kind, sizes), x, args.repeats)
+        stacks[kind] = stack(kind, sizes)
+        step_seconds(stacks[kind], x)  # warm-up
+    # interleaved repeats: a load that comes and goes hits every kind alike
+    times = {kind: [] for kind in kinds}
+    for _ in range(args.repeats):
+        for kind in kinds:
+            times[kind].append(step_seconds(stacks[kind], x))
+    results = {kind: bptt * batch / statistics.median(t) for kind, t in times.items()}
     base = results["nn.GRU"]
     print(f"{'layers':<8} {'tokens/s':>10} {'vs nn.GRU':>10}")
     for kind, tps in results.items():
