@@ -253,11 +253,12 @@ def run_benchmark(
     threads: tuple[int, ...] = (1, 2),
     seed: int = 0,
     input_table: bool = True,
+    rounds: int = 2,
 ) -> dict[str, Any]:
     """Latency rows for the dense AWD-LSTM, the dense model of ``model``'s size and type (GRU
     for EGRU too), the engine on ``model`` (with and without the first-layer table) and on
     the dense AWD-LSTM, at each thread count; plus the engine's per-token overhead outside
-    its kernels."""
+    its kernels. Each row is timed in ``rounds`` rounds of ``tokens / rounds`` tokens."""
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -292,31 +293,41 @@ def run_benchmark(
             Engine(synthetic_model(*AWD_LSTM, model.vocab_size, 0.0, seed)),
         )
     )
-    rows: list[BenchRow] = []
+    contenders = [
+        (name, stepper.step_rnn, stepper.step, lambda: None, lambda m=macs: m)
+        for name, stepper, macs in dense_models
+    ] + [
+        (name, timed.step_rnn, timed.step, timed.reset, lambda e=timed: _engine_macs(e))
+        for name, timed in engines
+    ]
+    per_round = stream[: warmup + max(tokens // rounds, 1)]
+    samples: dict[tuple[str, int], list[list[np.ndarray]]] = {}
+    macs: dict[tuple[str, int], tuple[float, float]] = {}
     try:
         for n_threads in threads:
             _set_threads(n_threads)
-            with torch.no_grad():
-                for name, stepper, (macs_rnn, macs_full) in dense_models:
-                    rows.append(
-                        BenchRow(
-                            name,
-                            n_threads,
-                            macs_rnn,
-                            macs_full,
-                            _time_per_token(stepper.step_rnn, stream, warmup),
-                            _time_per_token(stepper.step, stream, warmup),
-                        )
-                    )
-            for name, timed in engines:
+            for _, timed in engines:
                 timed.set_threads(n_threads)
-                ms_rnn = _time_per_token(timed.step_rnn, stream, warmup)
-                timed.reset()
-                ms_full = _time_per_token(timed.step, stream, warmup)
-                macs = timed.counts()["event_macs_per_token"]
-                rows.append(BenchRow(name, n_threads, macs["rnn"], macs["full"], ms_rnn, ms_full))
+            # alternate the order between rounds, so drifting load from other processes
+            # falls on every row alike
+            for round_index in range(rounds):
+                order = contenders if round_index % 2 == 0 else contenders[::-1]
+                for name, step_rnn, step, reset, count in order:
+                    with torch.no_grad():
+                        ms_rnn = _time_per_token(step_rnn, per_round, warmup)
+                        reset()
+                        ms_full = _time_per_token(step, per_round, warmup)
+                    key = (name, n_threads)
+                    samples.setdefault(key, [[], []])
+                    samples[key][0].append(ms_rnn)
+                    samples[key][1].append(ms_full)
+                    macs[key] = count()
     finally:
         torch.set_num_threads(previous_threads)
+    rows = [
+        BenchRow(name, n, *macs[(name, n)], np.concatenate(rnn), np.concatenate(full))
+        for (name, n), (rnn, full) in samples.items()
+    ]
     counts = engine.counts()
     return {
         "model": {
@@ -333,7 +344,8 @@ def run_benchmark(
                 int(m.row_indices.nbytes + m.col_ptr.nbytes) for m in model.matrices.values()
             ),
         },
-        "tokens": tokens,
+        "tokens": rounds * max(tokens // rounds, 1),
+        "rounds": rounds,
         "warmup": warmup,
         "input_table": input_table,
         "input_table_bytes": engine.table_bytes,
@@ -342,6 +354,11 @@ def run_benchmark(
         ),
         "rows": [r.to_dict() for r in rows],
     }
+
+
+def _engine_macs(engine: Engine) -> tuple[float, float]:
+    macs = engine.counts()["event_macs_per_token"]
+    return macs["rnn"], macs["full"]
 
 
 def _overhead_ms(model_type: str, depth: int) -> np.ndarray:
@@ -366,7 +383,8 @@ def format_bench_table(result: dict[str, Any]) -> str:
         f"{m['type']} emb {m['emb_size']} hidden {','.join(map(str, m['hidden_sizes']))} "
         f"vocab {m['vocab_size']}, RNN weight sparsity {m['weight_sparsity']:.3f}, "
         "activity " + ", ".join(f"{a:.3f}" for a in m["layer_activity"]),
-        f"{result['tokens']} timed tokens after {result['warmup']} warm-up; first-layer "
+        f"{result['tokens']} timed tokens per row in {result['rounds']} rounds of alternating "
+        f"order, each after {result['warmup']} warm-up; first-layer "
         f"W_ih·E table {table}; engine overhead outside kernels "
         f"{result['overhead_ms_per_token'] * 1e3:.1f} us/token",
         "",
