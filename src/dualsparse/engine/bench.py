@@ -238,11 +238,15 @@ class BenchRow:
 
 
 def _set_threads(threads: int) -> None:
+    """numba first: its OpenMP layer shares PyTorch's OpenMP runtime and setting its thread
+    count resets PyTorch's (a dense baseline then silently ran its decoder on 2 threads)."""
     import torch
 
-    torch.set_num_threads(threads)
     if kernels.numba is not None:
         kernels.numba.set_num_threads(min(threads, kernels.numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
+    if torch.get_num_threads() != threads:
+        raise RuntimeError(f"PyTorch runs {torch.get_num_threads()} threads, not {threads}")
 
 
 def run_benchmark(
