@@ -1,0 +1,206 @@
+"""A recurrent layer of the engine: its matrices as kernel arguments, its state, scratch and
+counts; on one thread (``Layer``) or with its units split over threads (``ShardedLayer``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualsparse.engine import kernels, kernels_sharded
+from dualsparse.engine.export import CSCMatrix, ExportedModel, csc_from_dense
+
+
+class Layer:
+    """One recurrent layer: its matrices as kernel arguments, its state and scratch."""
+
+    def __init__(self, model: ExportedModel, index: int) -> None:
+        kind, hidden = model.model_type, model.hidden_sizes[index]
+        self.kind, self.hidden, self.name = kind, hidden, f"layer{index}"
+        m, d = model.matrices, model.dense
+        self.w_ih = m[f"layer{index}.W_ih"]
+        self.recurrent = (
+            [m[f"layer{index}.U_ur"], m[f"layer{index}.U_z"]]
+            if kind == "egru"
+            else [m[f"layer{index}.W_hh"]]
+        )
+        gates = self.w_ih.rows
+        if kind == "egru":
+            self.base, self.threshold = d[f"layer{index}.bias"], d[f"layer{index}.threshold"]
+        elif kind == "lstm":
+            self.base = d[f"layer{index}.bias_ih"] + d[f"layer{index}.bias_hh"]
+        else:
+            self.base, self.bias_hh = d[f"layer{index}.bias_ih"], d[f"layer{index}.bias_hh"]
+        self.dtype = dtype = self.w_ih.values.dtype
+        self.acc = np.zeros(gates, dtype=dtype)
+        self.scratch = np.zeros(gates if kind == "gru" else hidden, dtype=dtype)
+        self.out = np.zeros(hidden, dtype=dtype)  # y (EGRU) or h
+        self.cell = np.zeros(hidden, dtype=dtype)  # c (EGRU, LSTM)
+        self.active = np.zeros(hidden, dtype=np.int64)
+        self.stats = np.zeros(5, dtype=np.int64)
+        self.csc = [
+            a for w in (self.w_ih, *self.recurrent) for a in (w.values, w.row_indices, w.col_ptr)
+        ]
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero state and counts (the start of a text)."""
+        self.out[:] = 0.0
+        self.cell[:] = 0.0
+        self.stats[:] = 0
+        self.n_active = 0
+        self.active_outputs = 0
+
+    def total_stats(self) -> np.ndarray:
+        """``stats`` (kernels module docstring), summed over shards if the layer has them."""
+        return np.atleast_2d(self.stats).sum(axis=0)
+
+    def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
+        if self.kind == "egru":
+            n = kernels.egru_step(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.threshold,
+                self.cell,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.scratch,
+                self.stats,
+            )
+        elif self.kind == "lstm":
+            n = kernels.lstm_step(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.cell,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.stats,
+            )
+        else:
+            n = kernels.gru_step(
+                base,
+                self.bias_hh,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.scratch,
+                self.stats,
+            )
+        self.n_active = n
+        self.active_outputs += n
+        return n
+
+
+def shard_bounds(size: int, shards: int) -> np.ndarray:
+    """Split 0..size into ``shards`` contiguous ranges as equal as possible."""
+    return np.linspace(0, size, shards + 1).round().astype(np.int64)
+
+
+def shard_rows(matrix: CSCMatrix, blocks: int, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rows of each shard (its units in every gate block), as CSC columns sharing one
+    values/row-indices array; col_ptr [shards, cols + 1] points into it."""
+    dense, hidden = matrix.to_dense(), matrix.rows // blocks
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = np.concatenate([np.arange(g * hidden + lo, g * hidden + hi) for g in range(blocks)])
+        parts.append(csc_from_dense(dense[rows], dense.dtype))
+    offsets = np.cumsum([0] + [p.nnz for p in parts])
+    col_ptr = np.stack([p.col_ptr + offset for p, offset in zip(parts, offsets, strict=False)])
+    return (
+        np.concatenate([p.values for p in parts]),
+        np.concatenate([p.row_indices for p in parts]),
+        col_ptr,
+    )
+
+
+class ShardedLayer(Layer):
+    """A layer whose units are split over ``shards`` threads (kernels.*_step_sharded)."""
+
+    def __init__(self, model: ExportedModel, index: int, shards: int) -> None:
+        super().__init__(model, index)
+        self.bounds = shard_bounds(self.hidden, shards)
+        widest = int(np.diff(self.bounds).max())
+        gates = self.w_ih.rows // self.hidden
+        self.acc = np.zeros((shards, gates * widest), dtype=self.dtype)
+        self.acc_hh = np.zeros((shards, gates * widest), dtype=self.dtype)  # GRU: W_hh h + b
+        self.scratch = np.zeros(self.hidden, dtype=self.dtype)  # EGRU r ⊙ y, else h_{t-1}
+        self.r_full = np.zeros(self.hidden, dtype=self.dtype)
+        self.shard_active = np.zeros((shards, widest), dtype=np.int64)
+        self.shard_n = np.zeros(shards, dtype=np.int64)
+        self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
+        blocks = [gates] + ([2, 1] if self.kind == "egru" else [gates])
+        self.csc = [
+            a
+            for w, b in zip((self.w_ih, *self.recurrent), blocks, strict=True)
+            for a in shard_rows(w, b, self.bounds)
+        ]
+
+    def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
+        shards = (self.shard_active, self.shard_n, self.stats)
+        if self.kind == "egru":
+            n = kernels_sharded.egru_step_sharded(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.bounds,
+                self.threshold,
+                self.cell,
+                self.out,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.r_full,
+                self.scratch,
+                *shards,
+            )
+        elif self.kind == "lstm":
+            n = kernels_sharded.lstm_step_sharded(
+                base,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.bounds,
+                self.cell,
+                self.out,
+                self.scratch,
+                self.active,
+                self.n_active,
+                self.acc,
+                *shards,
+            )
+        else:
+            n = kernels_sharded.gru_step_sharded(
+                base,
+                self.bias_hh,
+                x,
+                x_active,
+                n_x,
+                *self.csc,
+                self.bounds,
+                self.out,
+                self.scratch,
+                self.active,
+                self.n_active,
+                self.acc,
+                self.acc_hh,
+                *shards,
+            )
+        self.n_active = n
+        self.active_outputs += n
+        return n
