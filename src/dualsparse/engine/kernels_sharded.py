@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import math
 
-from dualsparse.engine.kernels import FUSED, _scatter, _sigmoid, _tanh, njit, numba
+from dualsparse.engine.kernels import (
+    FUSED,
+    _add_columns,
+    _scatter,
+    _sigmoid,
+    _tanh,
+    njit,
+    numba,
+)
 
 
 @njit(cache=True, inline="always")
@@ -219,11 +227,7 @@ def decoder_logits_sharded(
         lo, hi = bounds[s], bounds[s + 1]
         for v in range(lo, hi):
             logits[v] = bias[v]
-        for a in range(n_x):
-            j = x_active[a]
-            xj = x[j]
-            for v in range(lo, hi):
-                logits[v] += weight_t[j, v] * xj
+        _add_columns(logits, lo, hi, weight_t, x, x_active, n_x)
         top = logits[lo]
         for v in range(lo + 1, hi):
             if logits[v] > top:
