@@ -53,7 +53,7 @@ class Engine:
         self.itos = model.itos
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         self.embedding = model.dense["embedding"]
-        self.set_threads(threads)
+        self._build_layers(threads)
         self.emb_active = np.zeros(model.emb_size, dtype=np.int64)
         self.projection = model.matrices.get("projection")
         if self.projection is not None:
@@ -75,6 +75,10 @@ class Engine:
     def set_threads(self, threads: int) -> None:
         """Split the layers (by units) and the decoder (by vocabulary) over ``threads``
         threads from now on; state and counts start afresh."""
+        self._build_layers(threads)
+        self.reset()
+
+    def _build_layers(self, threads: int) -> None:
         if threads < 1:
             raise DualsparseError(f"threads must be at least 1, got {threads}")
         model = self.model
@@ -89,8 +93,6 @@ class Engine:
         self.vocab_bounds = shard_bounds(model.vocab_size, threads)
         self.part_max = np.zeros(threads, dtype=np.float64)
         self.part_sum = np.zeros(threads, dtype=np.float64)
-        if hasattr(self, "tokens"):
-            self.reset()
 
     @classmethod
     def load(
