@@ -164,6 +164,15 @@ def test_sampling_is_reproducible_from_the_seed(export_dir):
         Engine.load(directory).generate([], 2, -1.0)
 
 
+def test_token_ids_outside_the_vocabulary_are_refused(export_dir):
+    engine = Engine.load(export_dir(random_model("egru", 0.0)))
+    for ids in ([0, VOCAB], [-1, 2]):
+        with pytest.raises(DualsparseError, match="Engine.encode"):
+            engine.score(ids)
+    with pytest.raises(DualsparseError, match="token ids"):
+        engine.generate([VOCAB + 3], 1)
+
+
 def test_missing_numba_is_a_clear_error(monkeypatch, export_dir):
     directory = export_dir(random_model("gru", 0.0))
     monkeypatch.setattr(kernels, "numba", None)

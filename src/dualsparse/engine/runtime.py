@@ -198,6 +198,7 @@ class Engine:
 
     def score(self, token_ids: list[int] | np.ndarray) -> np.ndarray:
         """log p(w_{t+1} | w_1..w_t) for t = 1..N−1, from the current state (float64 [N−1])."""
+        self._check_ids(token_ids)
         out = np.empty(max(len(token_ids) - 1, 0), dtype=np.float64)
         for t in range(len(out)):
             self.step(int(token_ids[t]))
@@ -211,6 +212,7 @@ class Engine:
         softmax(logits / temperature); temperature 0 takes the most likely id."""
         if temperature < 0 or not np.isfinite(temperature):
             raise DualsparseError(f"--temperature {temperature} must be >= 0 (0 = greedy)")
+        self._check_ids(prompt_ids)
         rng = np.random.default_rng(seed)
         for token in prompt_ids or [self.token_id(EOS)]:
             self.step(int(token))
@@ -228,6 +230,15 @@ class Engine:
             sampled.append(token)
             self.step(token)
         return sampled
+
+    def _check_ids(self, token_ids: list[int] | np.ndarray) -> None:
+        """Kernels index without bounds checks: refuse ids outside the vocabulary up front."""
+        ids = np.asarray(token_ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.model.vocab_size):
+            raise DualsparseError(
+                f"token ids must be in 0..{self.model.vocab_size - 1}, got {ids.min()}.."
+                f"{ids.max()}; encode words with Engine.encode"
+            )
 
     def token_id(self, word: str) -> int:
         if word not in self.stoi:
