@@ -127,6 +127,10 @@ DAMAGE = {
         lambda d: _edit_header(d, lambda h: h["hidden_sizes"].__setitem__(0, 11)),
         "shape",
     ),
+    "nnz disagrees": (
+        lambda d: _edit_header(d, lambda h: h["matrices"]["layer0.U_z"].update(nnz=1)),
+        "declares 1 nonzeros",
+    ),
     "vocabulary size": (lambda d: _edit_header(d, lambda h: h["itos"].pop()), "itos"),
     "tensor shape": (
         lambda d: _edit_tensors(d, lambda t: _set(t, "layer0.threshold", np.zeros(9, np.float32))),

@@ -391,6 +391,13 @@ def load_export(directory: str | Path) -> ExportedModel:
     matrices = {
         name: _take_csc(tensors, tensor_path, name, shape) for name, shape in shapes.items()
     }
+    for name, matrix in matrices.items():
+        if declared[name].get("nnz") != matrix.nnz:
+            raise _bad(
+                header_path,
+                f"matrix {name} declares {declared[name].get('nnz')} nonzeros but "
+                f"{TENSOR_FILE} holds {matrix.nnz}",
+            )
     dense = {
         name: _take(tensors, tensor_path, name, shape, (np.float32,))
         for name, shape in dense_shapes(
