@@ -44,6 +44,11 @@ def test_synthetic_model_has_its_sparsity_and_calibrated_activity():
     calibrate_thresholds(model, 0.2, tokens=40)
     result = run_benchmark(model, tokens=10, warmup=2, threads=(1,))
     assert all(0.05 < a < 0.5 for a in result["model"]["layer_activity"])
+    rows = {r["name"]: r for r in result["rows"]}
+    dense, engine_dense = rows["dense AWD-LSTM"], rows["engine AWD-LSTM (dense, no table)"]
+    # speedups are over the faster of the two dense AWD-LSTM paths
+    assert max(dense["speedup_rnn"], engine_dense["speedup_rnn"]) == pytest.approx(1.0)
+    assert dense["speedup_rnn_theory"] == 1.0
 
 
 def test_cli_bench_prints_every_row(tmp_path, capsys):
