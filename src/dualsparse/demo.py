@@ -27,7 +27,7 @@ from dualsparse.training.loop import train
 
 # Corpus sizes in tokens, and the per-model budget that keeps the demo ≤ 5 minutes on 2 cores.
 CORPUS_TOKENS = {"train": 150_000, "valid": 15_000, "test": 15_000}
-MINUTES_PER_MODEL = 2.2
+MINUTES_PER_MODEL = 2.0
 
 
 def demo_config(model_type: str, seed: int, epochs: int = 8) -> RunConfig:
