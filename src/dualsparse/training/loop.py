@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -69,6 +70,48 @@ def _stop_on_signals(flag: dict):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """One training process per run directory: ``RUN/.lock`` holds the owner's pid.
+
+    Two processes writing one run would interleave metrics and checkpoints. A lock
+    whose process is gone (a crash, a killed machine) is taken over.
+    """
+    path = Path(run_dir) / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _alive(owner):
+                raise DualsparseError(
+                    f"{run_dir} is being trained by another process (pid {owner}); wait for it "
+                    "or stop it, or train into another --out"
+                ) from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Trainer:
@@ -208,7 +251,7 @@ class Trainer:
         deadline = started + 60 * max_minutes if max_minutes else None
         flag: dict = {}
         stopped, last_valid = "completed", None
-        with _stop_on_signals(flag):
+        with run_lock(self.run_dir), _stop_on_signals(flag):
             while self.state["epoch"] < t.epochs and not self.state["finished"]:
                 outcome = self._train_epoch(flag, deadline)
                 valid = evaluate(
