@@ -9,7 +9,7 @@ from pathlib import Path
 from dualsparse.errors import DualsparseError
 
 
-def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (one of)")
     g.add_argument(
         "--data",
@@ -62,14 +62,18 @@ def read_source(run_dir: Path) -> dict:
         return {}
 
 
+def data_choice(args, source: dict) -> tuple[str | None, str | None, str | None]:
+    """(data, dataset, cache_dir): what the command line gives, else what the run recorded."""
+    data = args.data or (None if args.dataset else source.get("data"))
+    dataset = args.dataset or (None if args.data else source.get("dataset"))
+    return data, dataset, args.cache_dir or source.get("cache_dir")
+
+
 def run_corpus(args, run_dir: Path, vocab):
     """The corpus a run was trained on (or the one given), encoded with the run's vocabulary."""
     from dualsparse.data.download import resolve_corpus
 
-    source = read_source(run_dir)
-    data = args.data or (None if args.dataset else source.get("data"))
-    dataset = args.dataset or (None if args.data else source.get("dataset"))
-    return resolve_corpus(data, dataset, args.cache_dir or source.get("cache_dir"), vocab=vocab)
+    return resolve_corpus(*data_choice(args, read_source(run_dir)), vocab=vocab)
 
 
 def run_split(args):

@@ -8,6 +8,7 @@ from pathlib import Path
 from dualsparse.cli.common import (
     add_data_args,
     add_run_split_args,
+    data_choice,
     read_source,
     run_split,
     write_source,
@@ -80,6 +81,7 @@ def cmd_train(args) -> int:
     from dualsparse.training.loop import check_new_run_dir, train
 
     if args.resume:
+        from dualsparse.data.corpus import Vocabulary
         from dualsparse.training.checkpoint import checkpoint_dir, read_state
 
         if args.out or args.preset or args.config:
@@ -93,26 +95,19 @@ def cmd_train(args) -> int:
             raise DualsparseError(f"{latest}/state.json has no config; the checkpoint is damaged")
         cfg = RunConfig.from_dict(state["config"], source=f"{run_dir}")
         source = read_source(run_dir)
+        vocab = Vocabulary.load(latest / "vocab.json")
     else:
         if not args.out:
             raise DualsparseError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
         run_dir = Path(args.out)
         cfg = resolve_config(args.preset, args.config, [])
-        source = {}
+        source, vocab = {}, None
     overrides = list(args.overrides)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)):
         if value is not None:
             overrides.append(f"train.{key}={value}")
     cfg = apply_overrides(cfg, overrides)
-    data = args.data or (None if args.dataset else source.get("data"))
-    dataset = args.dataset or (None if args.data else source.get("dataset"))
-    cache_dir = args.cache_dir or source.get("cache_dir")
-    vocab = None
-    if args.resume:
-        from dualsparse.data.corpus import Vocabulary
-        from dualsparse.training.checkpoint import checkpoint_dir
-
-        vocab = Vocabulary.load(checkpoint_dir(run_dir, "latest") / "vocab.json")
+    data, dataset, cache_dir = data_choice(args, source)
     corpus = resolve_corpus(data, dataset, cache_dir, vocab=vocab)
     if not args.resume:
         check_new_run_dir(run_dir)  # before source.json, which would clobber the old run's
