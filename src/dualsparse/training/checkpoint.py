@@ -192,13 +192,11 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     """Load weights into ``model``, checking names and shapes before touching it."""
     tensors = read_tensors(path)
     expected = model.state_dict()
-    # save_model drops one name of each tied pair; either name may be the survivor
-    tied = {
-        n
-        for n, p in expected.items()
-        if p.data_ptr() in {q.data_ptr() for m, q in expected.items() if m != n}
-    }
-    missing = [n for n in expected if n not in tensors and n not in tied]
+    # save_model stores each tied group (same storage) under one of its names, either one
+    groups: dict[int, list[str]] = {}
+    for name, tensor in expected.items():
+        groups.setdefault(tensor.data_ptr(), []).append(name)
+    missing = [names[0] for names in groups.values() if not any(n in tensors for n in names)]
     unexpected = [n for n in tensors if n not in expected]
     wrong = [
         f"{n} {tuple(tensors[n].shape)} vs {tuple(expected[n].shape)}"

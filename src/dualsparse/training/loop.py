@@ -227,15 +227,17 @@ class Trainer:
                 "resume needs the checkpoint of this same configuration"
             ) from None
         self.epoch_rng_state = tensors.get("rng.batches_epoch_start")
-        n_layers = len(self.model.layers)
-        if "hidden.0.0" in tensors:
-            self.hidden = [
-                tuple(
-                    tensors[f"hidden.{i}.{k}"].to(self.device)
-                    for k in range(sum(1 for n in tensors if n.startswith(f"hidden.{i}.")))
-                )
-                for i in range(n_layers)
-            ]
+        if "hidden.0.0" in tensors:  # stopped mid-epoch: the carried state, per layer
+            per_layer = [len(layer_state) for layer_state in self.model.init_state(1)]
+            try:
+                self.hidden = [
+                    tuple(tensors[f"hidden.{i}.{k}"].to(self.device) for k in range(n))
+                    for i, n in enumerate(per_layer)
+                ]
+            except KeyError as exc:
+                raise DualsparseError(
+                    f"{path} lacks the carried hidden state {exc}; the checkpoint is damaged"
+                ) from None
         for key in self.state:
             if key in state:
                 self.state[key] = state[key]
