@@ -201,8 +201,7 @@ def _publish_final(out_dir: Path, final: LoadedRun, source_run: str | Path) -> N
     shutil.copytree(final.checkpoint, tmp)
     shutil.rmtree(root / tag, ignore_errors=True)
     tmp.rename(root / tag)
-    for pointer in ("latest", "best"):
-        ckpt.atomic_write_text(root / f"{pointer}.json", json.dumps({"tag": tag}))
+    ckpt.point_to(out_dir, tag, ("latest", "best"))
     source_json = Path(source_run) / "source.json"
     if source_json.exists():
         ckpt.atomic_write_text(out_dir / "source.json", source_json.read_text(encoding="utf-8"))

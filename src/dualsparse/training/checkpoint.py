@@ -87,10 +87,17 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for pointer in pointers:
-        atomic_write_text(root / f"{pointer}.json", json.dumps({"tag": tag}))
+    point_to(run_dir, tag, pointers)
     _collect_garbage(root)
     return root / tag
+
+
+def point_to(run_dir: Path, tag: str, pointers: tuple[str, ...]) -> None:
+    """Make each pointer (``latest``, ``best``) name checkpoint ``tag``, atomically."""
+    for pointer in pointers:
+        atomic_write_text(
+            Path(run_dir) / "checkpoints" / f"{pointer}.json", json.dumps({"tag": tag})
+        )
 
 
 def _next_tag(root: Path, state: dict[str, Any]) -> str:
