@@ -7,13 +7,14 @@ import argparse
 import sys
 
 from dualsparse import __version__
-from dualsparse.cli import engine_commands, run_commands, sparsity_commands
+from dualsparse.cli import engine_commands, run_commands, sparsity_commands, sweep_commands
 from dualsparse.errors import DualsparseError
 
 COMMANDS = {
     **run_commands.HANDLERS,
     **sparsity_commands.HANDLERS,
     **engine_commands.HANDLERS,
+    **sweep_commands.HANDLERS,
 }
 
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dualsparse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run_commands, sparsity_commands, engine_commands):
+    for module in (run_commands, sparsity_commands, engine_commands, sweep_commands):
         module.register(sub)
     return parser
 
