@@ -20,7 +20,7 @@ from dualsparse.sparsity.activity import ActivityReport
 FORMATS = ("png", "svg")
 
 
-def _new_figure(panels: int) -> tuple[Any, Any]:
+def new_figure(panels: int) -> tuple[Any, Any]:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -37,7 +37,7 @@ def _subtitle(report: ActivityReport) -> str:
     return f"{report.model_type}, {report.split or 'data'} split{decay}"
 
 
-def _save(fig: Any, stem: Path) -> dict[str, Path]:
+def save_figure(fig: Any, stem: Path) -> dict[str, Path]:
     paths = {}
     for fmt in FORMATS:
         path = stem.with_suffix(f".{fmt}")
@@ -48,7 +48,7 @@ def _save(fig: Any, stem: Path) -> dict[str, Path]:
 
 def plot_neuron_activity(report: ActivityReport, stem: Path) -> dict[str, Path]:
     """Fig. 4: per layer, how many units are active at which fraction of time steps."""
-    fig, axes = _new_figure(len(report.layers))
+    fig, axes = new_figure(len(report.layers))
     for ax, layer in zip(axes, report.layers, strict=True):
         ax.stairs(layer.neuron_hist_counts, layer.neuron_hist_edges, fill=True, color="tab:blue")
         ax.set_xlim(0.0, 1.0)
@@ -61,7 +61,7 @@ def plot_neuron_activity(report: ActivityReport, stem: Path) -> dict[str, Path]:
             fontsize=10,
         )
     fig.suptitle(f"Per-neuron activity ({_subtitle(report)})")
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def _zoom(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
@@ -77,7 +77,7 @@ def _zoom(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
 def plot_c_minus_theta(report: ActivityReport, stem: Path) -> dict[str, Path]:
     """Fig. 5: per EGRU layer, the distribution of ĉ − θ; events are the mass right of 0."""
     layers = [layer for layer in report.layers if layer.c_minus_theta is not None]
-    fig, axes = _new_figure(len(layers))
+    fig, axes = new_figure(len(layers))
     for ax, layer in zip(axes, layers, strict=True):
         dist = layer.c_minus_theta
         share = dist.counts / max(dist.counts.sum(), 1)
@@ -102,7 +102,7 @@ def plot_c_minus_theta(report: ActivityReport, stem: Path) -> dict[str, Path]:
         )
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"Distribution of ĉ − θ ({_subtitle(report)})")
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def write_activity_figures(report: ActivityReport, out_dir: Path) -> dict[str, Path]:

@@ -1,0 +1,1 @@
+"""Reports of sweeps: the paper's tables and figures from a sweep directory."""

@@ -1,0 +1,265 @@
+"""``dualsparse report DIR``: report.md and a self-contained report.html (figures
+inlined), the tables as CSV, the figures as PNG and SVG."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from dualsparse.errors import DualsparseError
+from dualsparse.fileio import atomic_write_text
+from dualsparse.reports import figures, tables
+from dualsparse.reports.paper import NAMES, TABLE_NUMBER, paper_rows
+
+
+def _paper_dataset(state: dict[str, Any], choice: str | None) -> str | None:
+    if choice == "none":
+        return None
+    if choice:
+        return {"wt2": "wikitext2"}.get(choice, choice)
+    args = state.get("data_args") or []
+    if "--dataset" in args:
+        name = args[args.index("--dataset") + 1]
+        return "wikitext2" if name in ("wikitext2", "wt2") else name
+    return "ptb"  # the paper's main table, for data of its own
+
+
+def _csv_text(columns: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _md_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(columns: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+PAPER_COLUMNS = [
+    "model",
+    "weight sparsity",
+    "RNN MACs/token (M)",
+    "valid ppl min",
+    "valid ppl mean ± std",
+    "test ppl min",
+    "test ppl mean ± std",
+]
+
+
+class _Document:
+    """Sections written once, rendered as Markdown and as HTML."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, Any]] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.parts.append(("h", (level, text)))
+
+    def text(self, text: str) -> None:
+        self.parts.append(("p", text))
+
+    def table(self, columns: list[str], rows: list[list[str]]) -> None:
+        self.parts.append(("table", (columns, rows)))
+
+    def figure(self, paths: dict[str, Path] | None, caption: str) -> None:
+        if paths:
+            png = next(p for k, p in paths.items() if k.endswith("_png"))
+            svg = next(p for k, p in paths.items() if k.endswith("_svg"))
+            self.parts.append(("fig", (png, svg, caption)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, value in self.parts:
+            if kind == "h":
+                out.append("#" * value[0] + " " + value[1])
+            elif kind == "p":
+                out.append(value)
+            elif kind == "table":
+                out.append(_md_table(*value))
+            else:
+                png, svg, caption = value
+                out.append(f"![{caption}]({png.name})\n\n*{caption}* ([SVG]({svg.name}))")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        out = []
+        for kind, value in self.parts:
+            if kind == "h":
+                out.append(f"<h{value[0]}>{html.escape(value[1])}</h{value[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "table":
+                out.append(_html_table(*value))
+            else:
+                png, _svg, caption = value
+                data = base64.b64encode(png.read_bytes()).decode("ascii")
+                out.append(
+                    f'<figure><img alt="{html.escape(caption)}" '
+                    f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
+                    "</figcaption></figure>"
+                )
+        style = (
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}"
+            "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}"
+            "th{background:#eee}img{max-width:100%}figcaption{font-style:italic}"
+        )
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
+        )
+
+
+def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None = None) -> dict:
+    """Write the report of ``sweep_dir``; returns the paths written."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DualsparseError(f"{sweep_dir} is not a directory; give a sweep's --out directory")
+    state_path = sweep_dir / "sweep.json"
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    records = tables.load_results(sweep_dir)
+    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    cells = tables.cells(records)
+    dataset = _paper_dataset(state, paper)
+    published = paper_rows(dataset) if dataset else []
+    ref = tables.reference_lstm(cells)
+    name = state.get("name", sweep_dir.name)
+    doc = _Document()
+    doc.heading(f"Sweep report: {name}", 1)
+    jobs = state.get("jobs", {})
+    counts: dict[str, int] = {}
+    for rec in jobs.values():
+        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+    data = " ".join(state.get("data_args") or []) or "unknown"
+    doc.text(
+        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `dualsparse report "
+        f"{sweep_dir}` from {len(records)} finished runs "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no sweep.json'}); "
+        f"data: {data}."
+    )
+    description = (state.get("spec") or {}).get("description")
+    if description:
+        doc.text(description.strip())
+    paths: dict[str, Path] = {}
+
+    doc.heading("Table: perplexity and effective MACs per model and weight sparsity")
+    doc.text(
+        "As the paper's Tables 2 and 3: RNN MACs per token are the exact event-driven count "
+        "Σ_j [a_j ≠ 0]·nnz(W[:, j]) on the test split at batch 1 (embedding and decoder not "
+        "counted); MAC reduction is relative to the dense LSTM of this sweep"
+        + (
+            f" (weight decay {ref.weight_decay:g}, "
+            f"{ref.mean('macs.rnn.event_macs_per_token') / 1e6:.3f}M)"
+            if ref
+            else " (none in this sweep)"
+        )
+        + "; perplexities are min and mean ± std (sample) over seeds; test at batch 1; "
+        "activity is per layer on the validation split."
+    )
+    main = tables.main_table(cells)
+    doc.table(tables.MAIN_COLUMNS, main)
+    paths["table_csv"] = out / "table.csv"
+    atomic_write_text(paths["table_csv"], _csv_text(tables.MAIN_COLUMNS, main))
+    if published:
+        number = TABLE_NUMBER[dataset]
+        doc.heading(f"Published: Table {number} ({NAMES[dataset]}), 15 seeds", 3)
+        rows = [
+            [
+                r.model.upper(),
+                f"{r.weight_sparsity:.2f}",
+                f"{r.macs_millions:g}",
+                f"{r.valid_ppl_min:.2f}",
+                f"{r.valid_ppl_mean:.2f} ± {r.valid_ppl_std:.2f}",
+                f"{r.test_ppl_min:.2f}",
+                f"{r.test_ppl_mean:.2f} ± {r.test_ppl_std:.2f}",
+            ]
+            for r in published
+        ]
+        doc.table(PAPER_COLUMNS, rows)
+        doc.text(
+            "Source: Mukherji, Schöne, Nazeer, Mayr, Subramoney, Activity Sparsity "
+            "Complements Weight Sparsity for Efficient RNN Inference (arXiv:2311.07625, 2023)."
+        )
+
+    doc.heading("Figure 1: test perplexity vs MAC reduction")
+    fig1 = figures.figure1(cells, published, out / "fig1_ppl_vs_macs")
+    doc.figure(
+        fig1,
+        "Test perplexity vs MAC reduction factor, mean ± std over seeds; "
+        "published points on the right",
+    )
+    if fig1 is None:
+        doc.text("No dense LSTM in this sweep, so no reduction factor to plot.")
+    doc.heading("Figure 2: weight decay vs validation perplexity and activity")
+    fig2 = figures.figure2(cells, out / "fig2_weight_decay")
+    doc.figure(fig2, "Dense runs: weight decay vs validation perplexity (A) and activity (B)")
+    if fig2 is None:
+        doc.text("The sweep has fewer than two weight-decay values for any model.")
+    pairs = figures.activity_pair(cells)
+    doc.heading("Figures 4 and 5: activity per neuron and ĉ − θ per layer (EGRU)")
+    fig4 = figures.figure4(pairs, out / "fig4_neuron_activity")
+    fig5 = figures.figure5(pairs, out / "fig5_c_minus_theta")
+    doc.figure(fig4, "Per-neuron activity histograms per layer (validation split)")
+    doc.figure(fig5, "Distribution of ĉ − θ per layer (validation split); events where > 0")
+    if fig4 is None:
+        doc.text("No EGRU run with activity data in this sweep.")
+    for fig in (fig1, fig2, fig4, fig5):
+        paths.update(fig or {})
+
+    doc.heading("Independence check: exact event MACs vs λa·λw·dense")
+    doc.text(
+        "The paper estimates MACs as activity × weight density × dense MACs, assuming the "
+        "two sparsities independent; the exact count sums, per input unit, its events times "
+        "the nonzeros of its weight column. A ratio above 1: the units that fire more often "
+        "keep more of their weights."
+    )
+    independence = tables.independence_table(cells)
+    doc.table(tables.INDEPENDENCE_COLUMNS, independence)
+    paths["independence_csv"] = out / "independence.csv"
+    atomic_write_text(
+        paths["independence_csv"], _csv_text(tables.INDEPENDENCE_COLUMNS, independence)
+    )
+    benches = tables.bench_results(sweep_dir)
+    if benches:
+        doc.heading("Measured inference speed (dualsparse bench)")
+        doc.text(
+            "Engine latency per token at batch 1 from `DIR/bench/*.json`; speedups over the "
+            "fastest dense AWD-LSTM measured in the same bench run, beside the MAC ratio."
+        )
+        bench = tables.bench_table(benches)
+        doc.table(tables.BENCH_COLUMNS, bench)
+        paths["bench_csv"] = out / "bench.csv"
+        atomic_write_text(paths["bench_csv"], _csv_text(tables.BENCH_COLUMNS, bench))
+    failed = [(n, r) for n, r in jobs.items() if r["status"] in ("failed", "skipped")]
+    if failed:
+        doc.heading("Runs that did not finish")
+        doc.table(
+            ["run", "status", "last error line"],
+            [
+                [n, r["status"], ((r.get("error") or "").strip().splitlines() or [""])[-1]]
+                for n, r in failed
+            ],
+        )
+    paths["markdown"] = out / "report.md"
+    atomic_write_text(paths["markdown"], doc.markdown())
+    paths["html"] = out / "report.html"
+    atomic_write_text(paths["html"], doc.html(f"dualsparse report: {name}"))
+    return paths

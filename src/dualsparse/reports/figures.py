@@ -1,0 +1,187 @@
+"""The report's figures (PNG + SVG): Fig. 1 perplexity vs MAC reduction, Fig. 2 weight
+decay vs perplexity and activity, Fig. 4/5 activity distributions per layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualsparse.reports.paper import PaperRow, paper_dense_lstm_macs
+from dualsparse.reports.tables import Cell, reduction, reference_lstm
+from dualsparse.sparsity.plots import new_figure, save_figure
+
+COLORS = {"egru": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
+
+
+def _series(all_cells: list[Cell]) -> dict[tuple, list[Cell]]:
+    """Cells grouped by (model, weight decay, bias decay), in order of target sparsity."""
+    out: dict[tuple, list[Cell]] = {}
+    for c in all_cells:
+        out.setdefault((c.model, c.weight_decay, c.bias_decay), []).append(c)
+    return {k: sorted(v, key=lambda c: c.target) for k, v in out.items()}
+
+
+def figure1(all_cells: list[Cell], paper: list[PaperRow], stem: Path) -> dict[str, Path] | None:
+    """Test perplexity vs MAC reduction factor (ours; the paper's beside it)."""
+    ref = reference_lstm(all_cells)
+    if ref is None:
+        return None
+    fig, axes = new_figure(2 if paper else 1)
+    ax = axes[0]
+    for (model, wd, bd), series in _series(all_cells).items():
+        x = [reduction(c, ref) for c in series]
+        y = [c.mean("test.perplexity") for c in series]
+        err = [c.std("test.perplexity") for c in series]
+        style = "-o" if len(series) > 1 else "s"
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            fmt=style,
+            color=COLORS.get(model),
+            alpha=1.0 if len(series) > 1 else 0.5,
+            capsize=3,
+            label=f"{model.upper()} wd {wd:g}" + (f" bd {bd:g}" if bd else ""),
+        )
+        if len(series) > 1:
+            for c, xi, yi in zip(series, x, y, strict=True):
+                ax.annotate(
+                    f"{c.target:.0%}",
+                    (xi, yi),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("MAC reduction × (vs the dense LSTM of this sweep)")
+    ax.set_ylabel("test perplexity (mean ± std over seeds)")
+    ax.set_title("this sweep")
+    ax.legend(fontsize=7)
+    if paper:
+        dense = paper_dense_lstm_macs(paper)
+        ax = axes[1]
+        for model in ("egru", "lstm"):
+            rows = [r for r in paper if r.model == model]
+            ax.errorbar(
+                [dense / r.macs_millions for r in rows],
+                [r.test_ppl_mean for r in rows],
+                yerr=[r.test_ppl_std for r in rows],
+                fmt="-o",
+                color=COLORS[model],
+                capsize=3,
+                label=model.upper(),
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("MAC reduction × (vs the paper's dense LSTM)")
+        ax.set_ylabel("test perplexity (mean ± std, 15 seeds)")
+        ax.set_title(f"published ({paper[0].dataset})")
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem)
+
+
+def figure2(all_cells: list[Cell], stem: Path) -> dict[str, Path] | None:
+    """Weight decay vs validation perplexity and vs activity (dense runs)."""
+    groups: dict[tuple, list[Cell]] = {}
+    for c in all_cells:
+        if c.target == 0:
+            groups.setdefault((c.model, c.bias_decay), []).append(c)
+    groups = {k: sorted(v, key=lambda c: c.weight_decay) for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return None
+    fig, axes = new_figure(2)
+    for (model, bd), series in groups.items():
+        x = [c.weight_decay for c in series]
+        label = f"{model.upper()} bias decay {bd:g}"
+        for ax, path in zip(axes, ("valid.perplexity", "activity.overall"), strict=True):
+            ax.errorbar(
+                x,
+                [c.mean(path) for c in series],
+                yerr=[c.std(path) for c in series],
+                fmt="-o",
+                color=COLORS.get(model),
+                capsize=3,
+                label=label,
+            )
+    decays = [c.weight_decay for v in groups.values() for c in v]
+    positive = [d for d in decays if d > 0]
+    ylabels = ("validation perplexity", "activity (fraction of nonzero outputs)")
+    for ax, ylabel in zip(axes, ylabels, strict=True):
+        if len(positive) == len(decays):
+            ax.set_xscale("log")
+        else:  # a decay of 0 on a log-like axis
+            ax.set_xscale("symlog", linthresh=min(positive, default=1e-3))
+        ax.set_xlabel("weight decay")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    axes[0].set_title("A: weight decay vs validation perplexity")
+    axes[1].set_title("B: weight decay vs activity")
+    return save_figure(fig, stem)
+
+
+def _activity(record: dict[str, Any]) -> dict[str, Any] | None:
+    path = Path(record["activity"]["file"])
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def activity_pair(all_cells: list[Cell]) -> list[tuple[str, dict[str, Any]]]:
+    """The EGRU runs Fig. 4/5 compare: the dense one of the main series and its most
+    pruned descendant (first seed), where their activity files exist."""
+    series = [s for k, s in _series(all_cells).items() if k[0] == "egru"]
+    if not series:
+        return []
+    main = max(series, key=len)
+    chosen = [main[0]] if len(main) == 1 else [main[0], main[-1]]
+    out = []
+    for c in chosen:
+        record = min(c.records, key=lambda r: r.get("seed", 0))
+        data = _activity(record)
+        if data is not None:
+            out.append((f"{c.target:.0%} pruned, seed {record.get('seed', 0)}", data))
+    return out
+
+
+def figure4(pairs: list[tuple[str, dict[str, Any]]], stem: Path) -> dict[str, Path] | None:
+    """Per-neuron activity histograms per layer."""
+    if not pairs:
+        return None
+    layers = len(pairs[0][1]["layers"])
+    fig, axes = new_figure(layers)
+    for label, data in pairs:
+        for ax, layer in zip(axes, data["layers"], strict=False):
+            hist = layer["neuron_activity_histogram"]
+            ax.stairs(hist["counts"], hist["bin_edges"], label=f"{label} ({layer['activity']:.3f})")
+    for k, ax in enumerate(axes):
+        ax.set_title(f"layer {k}")
+        ax.set_xlabel("fraction of time steps the unit is active")
+        ax.set_ylabel("units")
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem)
+
+
+def figure5(pairs: list[tuple[str, dict[str, Any]]], stem: Path) -> dict[str, Path] | None:
+    """Distribution of ĉ − θ per layer (normalised to a density)."""
+    pairs = [(label, d) for label, d in pairs if d["layers"][0].get("c_minus_theta")]
+    if not pairs:
+        return None
+    layers = len(pairs[0][1]["layers"])
+    fig, axes = new_figure(layers)
+    for label, data in pairs:
+        for ax, layer in zip(axes, data["layers"], strict=False):
+            dist = layer["c_minus_theta"]
+            counts = np.asarray(dist["counts"], dtype=float)
+            edges = np.asarray(dist["bin_edges"])
+            density = counts / max(counts.sum(), 1) / np.diff(edges)
+            ax.stairs(density, edges, label=label)
+    for k, ax in enumerate(axes):
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_title(f"layer {k}: ĉ − θ")
+        ax.set_xlabel("ĉ − θ (> 0: the unit emits an event)")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem)

@@ -1,0 +1,229 @@
+"""Sweep results → the paper's table layout: one cell per model, weight decay, bias
+decay and sparsity target, with statistics over seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dualsparse.errors import DualsparseError
+
+
+@dataclass
+class Cell:
+    """The runs of one grid point over seeds."""
+
+    model: str
+    weight_decay: float
+    bias_decay: float
+    target: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple:
+        return (self.model, self.weight_decay, self.bias_decay, self.target)
+
+    def values(self, path: str) -> list[float]:
+        out = []
+        for record in self.records:
+            value: Any = record
+            for part in path.split("."):
+                value = value[part]
+            out.append(float(value))
+        return out
+
+    def mean(self, path: str) -> float:
+        return statistics.fmean(self.values(path))
+
+    def std(self, path: str) -> float:
+        values = self.values(path)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.get("seed", 0) for r in self.records)
+
+    def layer_activity(self) -> list[float]:
+        layers = [r["activity"]["layers"] for r in self.records]
+        return [statistics.fmean(v) for v in zip(*layers, strict=True)]
+
+
+def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    results = sweep_dir / "results"
+    files = sorted(results.glob("*.json")) if results.is_dir() else []
+    if not files:
+        raise DualsparseError(
+            f"{sweep_dir} has no finished runs (results/*.json); run `dualsparse sweep SPEC "
+            f"--out {sweep_dir}` first"
+        )
+    records = []
+    for path in files:
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError:
+            raise DualsparseError(
+                f"{path} is not JSON; delete it and run the sweep again"
+            ) from None
+    return records
+
+
+def cells(records: list[dict[str, Any]]) -> list[Cell]:
+    """Grid points in table order: model (EGRU first, as in the paper), decays, target."""
+    by_key: dict[tuple, Cell] = {}
+    for r in records:
+        key = (r["model"], r["weight_decay"], r["bias_decay"], r.get("target_sparsity", 0.0))
+        by_key.setdefault(key, Cell(*key)).records.append(r)
+    order = {"egru": 0, "gru": 1, "lstm": 2}
+    return sorted(by_key.values(), key=lambda c: (order.get(c.model, 9), *c.key[1:]))
+
+
+def reference_lstm(all_cells: list[Cell]) -> Cell | None:
+    """The dense LSTM that MAC reduction factors are relative to (most seeds first)."""
+    dense = [c for c in all_cells if c.model == "lstm" and c.target == 0]
+    return max(dense, key=lambda c: len(c.records)) if dense else None
+
+
+def reduction(cell: Cell, reference: Cell | None) -> float | None:
+    if reference is None:
+        return None
+    return reference.mean("macs.rnn.event_macs_per_token") / max(
+        cell.mean("macs.rnn.event_macs_per_token"), 1e-12
+    )
+
+
+def _pm(cell: Cell, path: str) -> str:
+    return f"{cell.mean(path):.2f} ± {cell.std(path):.2f}"
+
+
+MAIN_COLUMNS = [
+    "model",
+    "weight decay",
+    "bias decay",
+    "target sparsity",
+    "weight sparsity",
+    "seeds",
+    "activity (valid)",
+    "RNN MACs/token (M)",
+    "MAC reduction ×",
+    "valid ppl min",
+    "valid ppl mean ± std",
+    "test ppl min",
+    "test ppl mean ± std",
+]
+
+
+def main_table(all_cells: list[Cell]) -> list[list[str]]:
+    """Rows of the paper's Table 2/3 layout (effective MACs = exact event-driven count)."""
+    ref = reference_lstm(all_cells)
+    rows = []
+    for c in all_cells:
+        factor = reduction(c, ref)
+        rows.append(
+            [
+                c.model.upper(),
+                f"{c.weight_decay:g}",
+                f"{c.bias_decay:g}",
+                f"{c.target:.2f}",
+                f"{c.mean('weight_sparsity'):.3f}",
+                str(len(c.records)),
+                " / ".join(f"{a:.3f}" for a in c.layer_activity()),
+                f"{c.mean('macs.rnn.event_macs_per_token') / 1e6:.4f}",
+                "—" if factor is None else f"{factor:.1f}",
+                f"{min(c.values('valid.perplexity')):.2f}",
+                _pm(c, "valid.perplexity"),
+                f"{min(c.values('test.perplexity')):.2f}",
+                _pm(c, "test.perplexity"),
+            ]
+        )
+    return rows
+
+
+INDEPENDENCE_COLUMNS = [
+    "model",
+    "weight decay",
+    "target sparsity",
+    "exact RNN MACs (M)",
+    "λa·λw estimate (M)",
+    "exact / estimate",
+    "seeds",
+]
+
+
+def independence_table(all_cells: list[Cell]) -> list[list[str]]:
+    """Exact event-driven MACs against the paper's λ_a·λ_w·dense estimate."""
+    rows = []
+    for c in all_cells:
+        exact = c.mean("macs.rnn.event_macs_per_token")
+        estimate = c.mean("macs.rnn.estimated_macs_per_token")
+        rows.append(
+            [
+                c.model.upper(),
+                f"{c.weight_decay:g}",
+                f"{c.target:.2f}",
+                f"{exact / 1e6:.4f}",
+                f"{estimate / 1e6:.4f}",
+                f"{exact / estimate:.3f}" if estimate else "—",
+                str(len(c.records)),
+            ]
+        )
+    return rows
+
+
+def bench_results(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``DIR/bench/*.json`` files written by ``dualsparse bench EXPORT --json``."""
+    folder = sweep_dir / "bench"
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise DualsparseError(
+                f"{path} is not JSON; write it with dualsparse bench --json"
+            ) from None
+        if "rows" not in data or "model" not in data:
+            raise DualsparseError(f"{path} is not a `dualsparse bench --json` result")
+        out.append((path.stem, data))
+    return out
+
+
+BENCH_COLUMNS = [
+    "model",
+    "weight sparsity",
+    "activity",
+    "threads",
+    "engine RNN ms",
+    "RNN speedup real / theory",
+    "engine e2e ms",
+    "e2e speedup real / theory",
+]
+
+
+def bench_table(benches: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
+    """The engine rows of each bench, speedups over the fastest dense AWD-LSTM of that run."""
+    rows = []
+    for name, data in benches:
+        m = data["model"]
+        for row in data["rows"]:
+            if not row["name"].startswith("engine") or "AWD" in row["name"]:
+                continue
+            rows.append(
+                [
+                    f"{name} ({row['name']})",
+                    f"{m['weight_sparsity']:.3f}",
+                    " / ".join(f"{a:.3f}" for a in m["layer_activity"]),
+                    str(row["threads"]),
+                    f"{row['ms_per_token_rnn_median']:.3f}",
+                    f"{row['speedup_rnn']:.1f}× / {row['speedup_rnn_theory']:.1f}×",
+                    f"{row['ms_per_token_full_median']:.3f}",
+                    f"{row['speedup_full']:.1f}× / {row['speedup_full_theory']:.1f}×",
+                ]
+            )
+    return rows
+
+
+def finite(value: float) -> bool:
+    return value is not None and math.isfinite(value)
