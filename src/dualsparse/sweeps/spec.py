@@ -175,9 +175,14 @@ def _unknown(mapping: dict, allowed: set[str], where: str) -> None:
 
 
 def fmt(value: float) -> str:
-    """A number as it appears in run names: 0.01 → '0.01', 0.0 → '0', 1e-4 → '0.0001'."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
+    """A number as it appears in run names: 0.01 → '0.01', 0.0 → '0', 1e-4 → '0.0001'.
+
+    Values that six decimals do not hold keep all their digits (1.2e-6 → '1.2e-06'):
+    otherwise AWD-LSTM's weight decay 1.2e-6 would be named like 1e-6, and 1e-7 like 0."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+    if abs(float(text) - value) > 1e-9 * max(1.0, abs(value)):
+        return repr(value)
+    return text
 
 
 def parse_spec(data: Any, source: str, base: Path | None) -> SweepSpec:
