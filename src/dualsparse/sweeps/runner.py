@@ -327,10 +327,10 @@ def run_sweep(
     def finish(result: dict[str, Any]) -> None:
         name = result["name"]
         rec = records[name]
+        # The results file is written last: a job that has one is done, even if the sweep
+        # was interrupted between its measurement's end and the worker's report.
         status[name] = rec["status"] = (
-            "done"
-            if result["status"] == "done" and results_path(out, name).exists()
-            else result["status"]
+            "done" if results_path(out, name).exists() else result["status"]
         )
         for key in ("seconds", "returncode", "error"):
             if key in result:
