@@ -108,140 +108,129 @@ def find_active(x, active):
     return n
 
 
-@njit(cache=True, fastmath=FUSED)
-def egru_step(
-    base,
-    x,
-    x_active,
-    n_x,
-    wih_v,
-    wih_r,
-    wih_p,
-    uur_v,
-    uur_r,
-    uur_p,
-    uz_v,
-    uz_r,
-    uz_p,
-    threshold,
-    c,
-    y,
-    y_active,
-    n_y,
-    acc,
-    ry,
-    stats,
-):
-    """One EGRU layer, one token (DEVELOPERS.md, "EGRU cell"); returns the new n_y.
+@njit(cache=True, inline="always")
+def _products(acc, acc_hh, w_ih, x, x_active, n_x, w_hh, h, h_active, n_h, stats):
+    """acc += W_ih·x and acc_hh += W_hh·h over the active inputs (one array, except for the
+    GRU's n gate, which needs W_hn·h apart); stats[0], stats[1] += their MACs. A matrix is
+    the tuple (values, row_indices, col_ptr)."""
+    stats[0] += _scatter(acc, 0, w_ih[0], w_ih[1], w_ih[2], x, x_active, n_x)
+    stats[1] += _scatter(acc_hh, 0, w_hh[0], w_hh[1], w_hh[2], h, h_active, n_h)
 
-    ``base`` is the bias [3H], or the row of the first-layer table W_ih·E + b (then
-    n_x = 0 and the input product is already done).
-    """
-    hidden = c.shape[0]
-    acc[:] = base
-    stats[0] += _scatter(acc, 0, wih_v, wih_r, wih_p, x, x_active, n_x)
-    stats[1] += _scatter(acc, 0, uur_v, uur_r, uur_p, y, y_active, n_y)
+
+@njit(cache=True, inline="always")
+def _count_inputs(stats, n_x, n_h):
     stats[3] += n_x
-    stats[4] += n_y
-    for i in range(hidden):
-        acc[i] = _sigmoid(acc[i])
-    for a in range(n_y):  # r ⊙ y_{t-1} is nonzero exactly where y_{t-1} is: r only there
-        j = y_active[a]
-        ry[j] = _sigmoid(acc[hidden + j]) * y[j]
-    stats[2] += _scatter(acc, 2 * hidden, uz_v, uz_r, uz_p, ry, y_active, n_y)
+    stats[4] += n_h
+
+
+# The cells, over units lo .. lo + size: ``acc`` holds their gate pre-activations in blocks
+# of ``size`` (the whole layer with lo = 0 on one thread, a shard's units in
+# ``kernels_sharded``); each writes the units' new state and output, lists the nonzero
+# outputs in ``out_active`` and returns how many.
+
+
+@njit(cache=True, inline="always")
+def _egru_units(acc, lo, size, threshold, c, y, out_active):
+    """ĉ = c + u (z − c), y = ĉ·H(ĉ − θ), c = ĉ − θ·H(ĉ − θ); ``acc`` holds σ(u) and z's
+    pre-activation (DEVELOPERS.md, "EGRU cell")."""
     n = 0
-    for i in range(hidden):
-        z = _tanh(acc[2 * hidden + i])
-        c_pre = c[i] + acc[i] * (z - c[i])
-        if c_pre > threshold[i]:
-            y[i] = c_pre
-            c[i] = c_pre - threshold[i]
-            y_active[n] = i
+    for i in range(size):
+        unit = lo + i
+        z = _tanh(acc[2 * size + i])
+        c_pre = c[unit] + acc[i] * (z - c[unit])
+        if c_pre > threshold[unit]:
+            y[unit] = c_pre
+            c[unit] = c_pre - threshold[unit]
+            out_active[n] = unit
             n += 1
         else:
-            y[i] = 0.0
-            c[i] = c_pre
+            y[unit] = 0.0
+            c[unit] = c_pre
     return n
 
 
+@njit(cache=True, inline="always")
+def _lstm_units(acc, lo, size, c, h, out_active):
+    """Gates i, f, g, o in torch's order."""
+    n = 0
+    for i in range(size):
+        unit = lo + i
+        gate_i = _sigmoid(acc[i])
+        gate_f = _sigmoid(acc[size + i])
+        gate_g = _tanh(acc[2 * size + i])
+        gate_o = _sigmoid(acc[3 * size + i])
+        c[unit] = gate_f * c[unit] + gate_i * gate_g
+        h[unit] = gate_o * _tanh(c[unit])
+        if h[unit] != 0.0:
+            out_active[n] = unit
+            n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def _gru_units(gi, gh, lo, size, h, out_active):
+    """Gates r, z, n in torch's order: n = tanh(W_in x + b_in + r (W_hn h + b_hn)); ``gi`` and
+    ``gh`` hold W_ih·x + b_ih and W_hh·h + b_hh."""
+    n = 0
+    for i in range(size):
+        unit = lo + i
+        r = _sigmoid(gi[i] + gh[i])
+        z = _sigmoid(gi[size + i] + gh[size + i])
+        cand = _tanh(gi[2 * size + i] + r * gh[2 * size + i])
+        h[unit] = (1.0 - z) * cand + z * h[unit]
+        if h[unit] != 0.0:
+            out_active[n] = unit
+            n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def _reset_gated(r_pre, y, y_active, n_y, ry):
+    """ry = σ(r) ⊙ y_{t-1}, the input of U_z: nonzero exactly where y_{t-1} is, so r is
+    needed (and σ evaluated) only there."""
+    for a in range(n_y):
+        j = y_active[a]
+        ry[j] = _sigmoid(r_pre[j]) * y[j]
+
+
+# One layer, one token. ``base`` is the bias (EGRU b; LSTM b_ih + b_hh; GRU b_ih) or the
+# row of the first-layer table W_ih·E + b (then n_x = 0: the input product is done);
+# ``n_y``/``n_h`` is how many outputs were active at the last token. They return the new count.
+
+
 @njit(cache=True, fastmath=FUSED)
-def lstm_step(
-    base,
-    x,
-    x_active,
-    n_x,
-    wih_v,
-    wih_r,
-    wih_p,
-    whh_v,
-    whh_r,
-    whh_p,
-    c,
-    h,
-    h_active,
-    n_h,
-    acc,
-    stats,
+def egru_step(
+    base, x, x_active, n_x, n_y, w_ih, u_ur, u_z, threshold, c, y, y_active, acc, ry, stats
 ):
-    """One LSTM layer, one token (gates i, f, g, o); ``base`` = b_ih + b_hh or a table row."""
+    """One EGRU layer (DEVELOPERS.md, "EGRU cell"); ``acc`` [3H] holds u, r, z."""
     hidden = c.shape[0]
     acc[:] = base
-    stats[0] += _scatter(acc, 0, wih_v, wih_r, wih_p, x, x_active, n_x)
-    stats[1] += _scatter(acc, 0, whh_v, whh_r, whh_p, h, h_active, n_h)
-    stats[3] += n_x
-    stats[4] += n_h
-    n = 0
+    _products(acc, acc, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
+    _count_inputs(stats, n_x, n_y)
     for i in range(hidden):
-        gate_i = _sigmoid(acc[i])
-        gate_f = _sigmoid(acc[hidden + i])
-        gate_g = _tanh(acc[2 * hidden + i])
-        gate_o = _sigmoid(acc[3 * hidden + i])
-        c[i] = gate_f * c[i] + gate_i * gate_g
-        h[i] = gate_o * _tanh(c[i])
-        if h[i] != 0.0:
-            h_active[n] = i
-            n += 1
-    return n
+        acc[i] = _sigmoid(acc[i])
+    _reset_gated(acc[hidden:], y, y_active, n_y, ry)
+    stats[2] += _scatter(acc, 2 * hidden, u_z[0], u_z[1], u_z[2], ry, y_active, n_y)
+    return _egru_units(acc, 0, hidden, threshold, c, y, y_active)
 
 
 @njit(cache=True, fastmath=FUSED)
-def gru_step(
-    base,
-    bias_hh,
-    x,
-    x_active,
-    n_x,
-    wih_v,
-    wih_r,
-    wih_p,
-    whh_v,
-    whh_r,
-    whh_p,
-    h,
-    h_active,
-    n_h,
-    gi,
-    gh,
-    stats,
-):
-    """One GRU layer, one token (gates r, z, n; n = tanh(W_in x + b_in + r (W_hn h + b_hn)))."""
-    hidden = h.shape[0]
+def lstm_step(base, x, x_active, n_x, n_h, w_ih, w_hh, c, h, h_active, acc, stats):
+    """One LSTM layer; ``base`` = b_ih + b_hh or a table row."""
+    acc[:] = base
+    _products(acc, acc, w_ih, x, x_active, n_x, w_hh, h, h_active, n_h, stats)
+    _count_inputs(stats, n_x, n_h)
+    return _lstm_units(acc, 0, h.shape[0], c, h, h_active)
+
+
+@njit(cache=True, fastmath=FUSED)
+def gru_step(base, x, x_active, n_x, n_h, w_ih, w_hh, bias_hh, h, h_active, gi, gh, stats):
+    """One GRU layer."""
     gi[:] = base
     gh[:] = bias_hh
-    stats[0] += _scatter(gi, 0, wih_v, wih_r, wih_p, x, x_active, n_x)
-    stats[1] += _scatter(gh, 0, whh_v, whh_r, whh_p, h, h_active, n_h)
-    stats[3] += n_x
-    stats[4] += n_h
-    n = 0
-    for i in range(hidden):
-        r = _sigmoid(gi[i] + gh[i])
-        z = _sigmoid(gi[hidden + i] + gh[hidden + i])
-        cand = _tanh(gi[2 * hidden + i] + r * gh[2 * hidden + i])
-        h[i] = (1.0 - z) * cand + z * h[i]
-        if h[i] != 0.0:
-            h_active[n] = i
-            n += 1
-    return n
+    _products(gi, gh, w_ih, x, x_active, n_x, w_hh, h, h_active, n_h, stats)
+    _count_inputs(stats, n_x, n_h)
+    return _gru_units(gi, gh, 0, h.shape[0], h, h_active)
 
 
 @njit(cache=True, fastmath=FUSED)

@@ -17,12 +17,31 @@ import math
 from dualsparse.engine.kernels import (
     FUSED,
     _add_columns,
+    _count_inputs,
+    _egru_units,
+    _gru_units,
+    _lstm_units,
+    _products,
+    _reset_gated,
     _scatter,
     _sigmoid,
-    _tanh,
     njit,
     numba,
 )
+
+
+@njit(cache=True, inline="always")
+def _shard(matrix, s):
+    """Shard s's columns of a matrix stored as (values, row_indices, col_ptr [shards, cols+1])."""
+    return matrix[0], matrix[1], matrix[2][s]
+
+
+@njit(cache=True, inline="always")
+def _shard_products(a, a_hh, s, w_ih, x, x_active, n_x, w_hh, h, h_active, n_h, stats):
+    """``kernels._products`` on shard s's rows, counted in the shard's row of ``stats``."""
+    _products(
+        a, a_hh, _shard(w_ih, s), x, x_active, n_x, _shard(w_hh, s), h, h_active, n_h, stats[s]
+    )
 
 
 @njit(cache=True, inline="always")
@@ -52,169 +71,87 @@ def _copy_active(source, active, n_active, target):
         target[active[q]] = source[active[q]]
 
 
+# The kernels.*_step arguments, plus ``shards`` = (bounds [S + 1], shard_active [S, widest],
+# shard_n [S]); ``acc`` is [S, gates · widest], ``stats`` [S, 5] (one row per shard), ``h_prev``
+# a copy of h_{t-1} at its active units. Shard s owns units bounds[s]:bounds[s+1].
+
+
 @njit(cache=True, parallel=True, fastmath=FUSED)
 def egru_step_sharded(
     base,
     x,
     x_active,
     n_x,
-    wih_v,
-    wih_r,
-    wih_p,
-    uur_v,
-    uur_r,
-    uur_p,
-    uz_v,
-    uz_r,
-    uz_p,
-    bounds,
+    n_y,
+    w_ih,
+    u_ur,
+    u_z,
     threshold,
     c,
     y,
     y_active,
-    n_y,
     acc,
-    r_full,
     ry,
-    shard_active,
-    shard_n,
+    r_pre,
+    shards,
     stats,
 ):
-    """``egru_step`` over shards in parallel; ``acc`` [S, 3·max shard size], ``stats`` [S, 5]."""
+    """``egru_step`` over shards: a barrier after U_ur, since U_z reads r ⊙ y_{t-1} at all
+    active units and a unit's r is known only to its shard (``r_pre``)."""
+    bounds, shard_active, shard_n = shards
     hidden = c.shape[0]
-    shards = bounds.shape[0] - 1
-    for s in numba.prange(shards):
-        lo, h = bounds[s], bounds[s + 1] - bounds[s]
+    for s in numba.prange(bounds.shape[0] - 1):
+        lo, size = bounds[s], bounds[s + 1] - bounds[s]
         a = acc[s]
-        _shard_base(a, base, 3, hidden, lo, h)
-        stats[s, 0] += _scatter(a, 0, wih_v, wih_r, wih_p[s], x, x_active, n_x)
-        stats[s, 1] += _scatter(a, 0, uur_v, uur_r, uur_p[s], y, y_active, n_y)
-        for i in range(h):
+        _shard_base(a, base, 3, hidden, lo, size)
+        _shard_products(a, a, s, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
+        for i in range(size):
             a[i] = _sigmoid(a[i])
-            r_full[lo + i] = a[h + i]  # r's pre-activation; σ only where y_{t-1} is active
-    for q in range(n_y):
-        j = y_active[q]
-        ry[j] = _sigmoid(r_full[j]) * y[j]
-    for s in numba.prange(shards):
-        lo, h = bounds[s], bounds[s + 1] - bounds[s]
+            r_pre[lo + i] = a[size + i]
+    _reset_gated(r_pre, y, y_active, n_y, ry)
+    for s in numba.prange(bounds.shape[0] - 1):
+        lo, size = bounds[s], bounds[s + 1] - bounds[s]
         a = acc[s]
-        stats[s, 2] += _scatter(a, 2 * h, uz_v, uz_r, uz_p[s], ry, y_active, n_y)
-        n = 0
-        for i in range(h):
-            unit = lo + i
-            z = _tanh(a[2 * h + i])
-            c_pre = c[unit] + a[i] * (z - c[unit])
-            if c_pre > threshold[unit]:
-                y[unit] = c_pre
-                c[unit] = c_pre - threshold[unit]
-                shard_active[s, n] = unit
-                n += 1
-            else:
-                y[unit] = 0.0
-                c[unit] = c_pre
-        shard_n[s] = n
-    stats[0, 3] += n_x
-    stats[0, 4] += n_y
+        w_z = _shard(u_z, s)
+        stats[s, 2] += _scatter(a, 2 * size, w_z[0], w_z[1], w_z[2], ry, y_active, n_y)
+        shard_n[s] = _egru_units(a, lo, size, threshold, c, y, shard_active[s])
+    _count_inputs(stats[0], n_x, n_y)
     return _merge_active(shard_active, shard_n, y_active)
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED)
 def lstm_step_sharded(
-    base,
-    x,
-    x_active,
-    n_x,
-    wih_v,
-    wih_r,
-    wih_p,
-    whh_v,
-    whh_r,
-    whh_p,
-    bounds,
-    c,
-    h,
-    h_prev,
-    h_active,
-    n_h,
-    acc,
-    shard_active,
-    shard_n,
-    stats,
+    base, x, x_active, n_x, n_h, w_ih, w_hh, c, h, h_active, acc, h_prev, shards, stats
 ):
-    """``lstm_step`` over shards in parallel (no barrier: a unit's gates are all its own)."""
-    hidden = c.shape[0]
+    """``lstm_step`` over shards (no barrier: a unit's gates are all its own)."""
+    bounds, shard_active, shard_n = shards
+    hidden = h.shape[0]
     _copy_active(h, h_active, n_h, h_prev)
     for s in numba.prange(bounds.shape[0] - 1):
-        lo, k = bounds[s], bounds[s + 1] - bounds[s]
+        lo, size = bounds[s], bounds[s + 1] - bounds[s]
         a = acc[s]
-        _shard_base(a, base, 4, hidden, lo, k)
-        stats[s, 0] += _scatter(a, 0, wih_v, wih_r, wih_p[s], x, x_active, n_x)
-        stats[s, 1] += _scatter(a, 0, whh_v, whh_r, whh_p[s], h_prev, h_active, n_h)
-        n = 0
-        for i in range(k):
-            unit = lo + i
-            gate_i = _sigmoid(a[i])
-            gate_f = _sigmoid(a[k + i])
-            gate_g = _tanh(a[2 * k + i])
-            gate_o = _sigmoid(a[3 * k + i])
-            c[unit] = gate_f * c[unit] + gate_i * gate_g
-            h[unit] = gate_o * _tanh(c[unit])
-            if h[unit] != 0.0:
-                shard_active[s, n] = unit
-                n += 1
-        shard_n[s] = n
-    stats[0, 3] += n_x
-    stats[0, 4] += n_h
+        _shard_base(a, base, 4, hidden, lo, size)
+        _shard_products(a, a, s, w_ih, x, x_active, n_x, w_hh, h_prev, h_active, n_h, stats)
+        shard_n[s] = _lstm_units(a, lo, size, c, h, shard_active[s])
+    _count_inputs(stats[0], n_x, n_h)
     return _merge_active(shard_active, shard_n, h_active)
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED)
 def gru_step_sharded(
-    base,
-    bias_hh,
-    x,
-    x_active,
-    n_x,
-    wih_v,
-    wih_r,
-    wih_p,
-    whh_v,
-    whh_r,
-    whh_p,
-    bounds,
-    h,
-    h_prev,
-    h_active,
-    n_h,
-    acc,
-    acc_hh,
-    shard_active,
-    shard_n,
-    stats,
+    base, x, x_active, n_x, n_h, w_ih, w_hh, bias_hh, h, h_active, gi, gh, h_prev, shards, stats
 ):
-    """``gru_step`` over shards in parallel (no barrier: a unit's gates are all its own)."""
+    """``gru_step`` over shards (no barrier); ``gi`` and ``gh`` are [S, 3 · widest]."""
+    bounds, shard_active, shard_n = shards
     hidden = h.shape[0]
     _copy_active(h, h_active, n_h, h_prev)
     for s in numba.prange(bounds.shape[0] - 1):
-        lo, k = bounds[s], bounds[s + 1] - bounds[s]
-        gi, gh = acc[s], acc_hh[s]
-        _shard_base(gi, base, 3, hidden, lo, k)
-        _shard_base(gh, bias_hh, 3, hidden, lo, k)
-        stats[s, 0] += _scatter(gi, 0, wih_v, wih_r, wih_p[s], x, x_active, n_x)
-        stats[s, 1] += _scatter(gh, 0, whh_v, whh_r, whh_p[s], h_prev, h_active, n_h)
-        n = 0
-        for i in range(k):
-            unit = lo + i
-            r = _sigmoid(gi[i] + gh[i])
-            z = _sigmoid(gi[k + i] + gh[k + i])
-            cand = _tanh(gi[2 * k + i] + r * gh[2 * k + i])
-            h[unit] = (1.0 - z) * cand + z * h[unit]
-            if h[unit] != 0.0:
-                shard_active[s, n] = unit
-                n += 1
-        shard_n[s] = n
-    stats[0, 3] += n_x
-    stats[0, 4] += n_h
+        lo, size = bounds[s], bounds[s + 1] - bounds[s]
+        _shard_base(gi[s], base, 3, hidden, lo, size)
+        _shard_base(gh[s], bias_hh, 3, hidden, lo, size)
+        _shard_products(gi[s], gh[s], s, w_ih, x, x_active, n_x, w_hh, h_prev, h_active, n_h, stats)
+        shard_n[s] = _gru_units(gi[s], gh[s], lo, size, h, shard_active[s])
+    _count_inputs(stats[0], n_x, n_h)
     return _merge_active(shard_active, shard_n, h_active)
 
 

@@ -12,6 +12,8 @@ from dualsparse.engine.export import CSCMatrix, ExportedModel, csc_from_dense
 class Layer:
     """One recurrent layer: its matrices as kernel arguments, its state and scratch."""
 
+    kernels = {"egru": kernels.egru_step, "lstm": kernels.lstm_step, "gru": kernels.gru_step}
+
     def __init__(self, model: ExportedModel, index: int) -> None:
         kind, hidden = model.model_type, model.hidden_sizes[index]
         self.kind, self.hidden, self.name = kind, hidden, f"layer{index}"
@@ -22,7 +24,6 @@ class Layer:
             if kind == "egru"
             else [m[f"layer{index}.W_hh"]]
         )
-        gates = self.w_ih.rows
         if kind == "egru":
             self.base, self.threshold = d[f"layer{index}.bias"], d[f"layer{index}.threshold"]
         elif kind == "lstm":
@@ -30,16 +31,34 @@ class Layer:
         else:
             self.base, self.bias_hh = d[f"layer{index}.bias_ih"], d[f"layer{index}.bias_hh"]
         self.dtype = dtype = self.w_ih.values.dtype
-        self.acc = np.zeros(gates, dtype=dtype)
-        self.scratch = np.zeros(gates if kind == "gru" else hidden, dtype=dtype)
         self.out = np.zeros(hidden, dtype=dtype)  # y (EGRU) or h
         self.cell = np.zeros(hidden, dtype=dtype)  # c (EGRU, LSTM)
         self.active = np.zeros(hidden, dtype=np.int64)
-        self.stats = np.zeros(5, dtype=np.int64)
-        self.csc = [
-            a for w in (self.w_ih, *self.recurrent) for a in (w.values, w.row_indices, w.col_ptr)
-        ]
+        self._allocate()
+        # the kernel takes (base, x, x_active, n_x, n_active) per token, then these
+        self.kernel = self.kernels[kind]
+        cell = {"egru": ("threshold", "cell"), "lstm": ("cell",), "gru": ("bias_hh",)}[kind]
+        self.arguments = (
+            *self.csc,
+            *(getattr(self, name) for name in cell),
+            self.out,
+            self.active,
+            *self._scratch(),
+            self.stats,
+        )
         self.reset()
+
+    def _allocate(self) -> None:
+        """Scratch, counts and the matrices as (values, row_indices, col_ptr)."""
+        gates = self.w_ih.rows
+        self.acc = np.zeros(gates, dtype=self.dtype)
+        self.scratch = np.zeros(gates if self.kind == "gru" else self.hidden, dtype=self.dtype)
+        self.stats = np.zeros(5, dtype=np.int64)
+        self.csc = [(w.values, w.row_indices, w.col_ptr) for w in (self.w_ih, *self.recurrent)]
+
+    def _scratch(self) -> tuple[np.ndarray, ...]:
+        """``acc``, then EGRU r ⊙ y_{t-1} or GRU W_hh·h + b_hh (kernels.*_step)."""
+        return (self.acc,) if self.kind == "lstm" else (self.acc, self.scratch)
 
     def reset(self) -> None:
         """Zero state and counts (the start of a text)."""
@@ -54,51 +73,7 @@ class Layer:
         return np.atleast_2d(self.stats).sum(axis=0)
 
     def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
-        if self.kind == "egru":
-            n = kernels.egru_step(
-                base,
-                x,
-                x_active,
-                n_x,
-                *self.csc,
-                self.threshold,
-                self.cell,
-                self.out,
-                self.active,
-                self.n_active,
-                self.acc,
-                self.scratch,
-                self.stats,
-            )
-        elif self.kind == "lstm":
-            n = kernels.lstm_step(
-                base,
-                x,
-                x_active,
-                n_x,
-                *self.csc,
-                self.cell,
-                self.out,
-                self.active,
-                self.n_active,
-                self.acc,
-                self.stats,
-            )
-        else:
-            n = kernels.gru_step(
-                base,
-                self.bias_hh,
-                x,
-                x_active,
-                n_x,
-                *self.csc,
-                self.out,
-                self.active,
-                self.n_active,
-                self.acc,
-                self.scratch,
-                self.stats,
-            )
+        n = self.kernel(base, x, x_active, n_x, self.n_active, *self.arguments)
         self.n_active = n
         self.active_outputs += n
         return n
@@ -127,80 +102,39 @@ def shard_rows(matrix: CSCMatrix, blocks: int, bounds: np.ndarray) -> tuple[np.n
 
 
 class ShardedLayer(Layer):
-    """A layer whose units are split over ``shards`` threads (kernels.*_step_sharded)."""
+    """A layer whose units are split over ``shards`` threads (kernels_sharded.*_step_sharded)."""
+
+    kernels = {
+        "egru": kernels_sharded.egru_step_sharded,
+        "lstm": kernels_sharded.lstm_step_sharded,
+        "gru": kernels_sharded.gru_step_sharded,
+    }
 
     def __init__(self, model: ExportedModel, index: int, shards: int) -> None:
+        self.bounds = shard_bounds(model.hidden_sizes[index], shards)
         super().__init__(model, index)
-        self.bounds = shard_bounds(self.hidden, shards)
-        widest = int(np.diff(self.bounds).max())
+
+    def _allocate(self) -> None:
+        shards, widest = len(self.bounds) - 1, int(np.diff(self.bounds).max())
         gates = self.w_ih.rows // self.hidden
         self.acc = np.zeros((shards, gates * widest), dtype=self.dtype)
         self.acc_hh = np.zeros((shards, gates * widest), dtype=self.dtype)  # GRU: W_hh h + b
         self.scratch = np.zeros(self.hidden, dtype=self.dtype)  # EGRU r ⊙ y, else h_{t-1}
-        self.r_full = np.zeros(self.hidden, dtype=self.dtype)
+        self.r_pre = np.zeros(self.hidden, dtype=self.dtype)  # EGRU: r's pre-activation
         self.shard_active = np.zeros((shards, widest), dtype=np.int64)
         self.shard_n = np.zeros(shards, dtype=np.int64)
         self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
         blocks = [gates] + ([2, 1] if self.kind == "egru" else [gates])
         self.csc = [
-            a
+            shard_rows(w, b, self.bounds)
             for w, b in zip((self.w_ih, *self.recurrent), blocks, strict=True)
-            for a in shard_rows(w, b, self.bounds)
         ]
 
-    def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
-        shards = (self.shard_active, self.shard_n, self.stats)
-        if self.kind == "egru":
-            n = kernels_sharded.egru_step_sharded(
-                base,
-                x,
-                x_active,
-                n_x,
-                *self.csc,
-                self.bounds,
-                self.threshold,
-                self.cell,
-                self.out,
-                self.active,
-                self.n_active,
-                self.acc,
-                self.r_full,
-                self.scratch,
-                *shards,
-            )
-        elif self.kind == "lstm":
-            n = kernels_sharded.lstm_step_sharded(
-                base,
-                x,
-                x_active,
-                n_x,
-                *self.csc,
-                self.bounds,
-                self.cell,
-                self.out,
-                self.scratch,
-                self.active,
-                self.n_active,
-                self.acc,
-                *shards,
-            )
-        else:
-            n = kernels_sharded.gru_step_sharded(
-                base,
-                self.bias_hh,
-                x,
-                x_active,
-                n_x,
-                *self.csc,
-                self.bounds,
-                self.out,
-                self.scratch,
-                self.active,
-                self.n_active,
-                self.acc,
-                self.acc_hh,
-                *shards,
-            )
-        self.n_active = n
-        self.active_outputs += n
-        return n
+    def _scratch(self) -> tuple:
+        per_cell = {
+            "egru": (self.scratch, self.r_pre),
+            "lstm": (self.scratch,),
+            "gru": (self.acc_hh, self.scratch),
+        }
+        shards = (self.bounds, self.shard_active, self.shard_n)
+        return (self.acc, *per_cell[self.kind], shards)

@@ -148,14 +148,10 @@ class Engine:
                 self.projection_stats,
             )
             x, x_active = self.projected, self.projected_active
+        decoder = (self.decoder_bias, self.decoder_t, self.decoder_col_nnz, x, x_active, n_x)
         if self.threads > 1:
             self.log_normalizer = kernels_sharded.decoder_logits_sharded(
-                self.decoder_bias,
-                self.decoder_t,
-                self.decoder_col_nnz,
-                x,
-                x_active,
-                n_x,
+                *decoder,
                 self.logits,
                 self.vocab_bounds,
                 self.part_max,
@@ -163,16 +159,7 @@ class Engine:
                 self.decoder_stats,
             )
         else:
-            self.log_normalizer = kernels.decoder_logits(
-                self.decoder_bias,
-                self.decoder_t,
-                self.decoder_col_nnz,
-                x,
-                x_active,
-                n_x,
-                self.logits,
-                self.decoder_stats,
-            )
+            self.log_normalizer = kernels.decoder_logits(*decoder, self.logits, self.decoder_stats)
         return self.log_normalizer
 
     def step_rnn(self, token: int) -> tuple[np.ndarray, np.ndarray, int]:
