@@ -7,13 +7,8 @@ import pytest
 from engine_helpers import export_fixture, random_model
 from safetensors.numpy import load_file, save_file
 
-from dualsparse.engine.export import (
-    HEADER_FILE,
-    TENSOR_FILE,
-    csc_from_dense,
-    load_export,
-    weight_sparsity,
-)
+from dualsparse.engine.export import HEADER_FILE, TENSOR_FILE, load_export
+from dualsparse.engine.format import csc_from_dense, weight_sparsity
 from dualsparse.errors import DualsparseError
 
 

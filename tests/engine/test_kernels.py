@@ -3,7 +3,7 @@
 import numpy as np
 
 from dualsparse.engine import kernels
-from dualsparse.engine.export import csc_from_dense
+from dualsparse.engine.format import csc_from_dense
 
 
 def test_sparse_product_handles_dense_runs_scattered_and_empty_columns():

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dualsparse.engine import kernels
-from dualsparse.engine.export import (
+from dualsparse.engine.format import (
     GATES,
     CSCMatrix,
     ExportedModel,

@@ -20,6 +20,9 @@ Dense tensors: ``embedding`` [V, E] (also the decoder when tied), ``decoder.weig
 EGRU ``layer{l}.bias`` [3H] and ``layer{l}.threshold`` [H]; LSTM/GRU
 ``layer{l}.bias_ih`` and ``layer{l}.bias_hh``.
 
+The in-memory types (``CSCMatrix``, ``ExportedModel``) and the names and shapes an
+architecture implies are in ``engine.format``.
+
 ``load_export`` checks every name, dtype, shape and index range before the engine
 sees a single number, so a damaged or hand-edited file fails with one line that
 says what is wrong instead of reading out of bounds inside a compiled kernel.
@@ -27,124 +30,43 @@ says what is wrong instead of reading out of bounds inside a compiled kernel.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dualsparse.engine.format import (
+    GATES,
+    CSCMatrix,
+    ExportedModel,
+    csc_from_dense,
+    dense_shapes,
+    index_dtype,
+    product_shapes,
+    weight_sparsity,
+)
 from dualsparse.errors import DualsparseError
+
+# weight_sparsity is defined in engine.format; the CLI reads it from here, beside load_export
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "HEADER_FILE",
+    "TENSOR_FILE",
+    "export_model",
+    "export_run",
+    "load_export",
+    "weight_sparsity",
+]
 
 FORMAT = "dualsparse-engine"
 VERSION = 1
 HEADER_FILE = "model.json"
 TENSOR_FILE = "model.safetensors"
-GATES = {"egru": 3, "lstm": 4, "gru": 3}
 FIX = "export the run again with `dualsparse export RUN OUT_DIR`"
-
-
-@dataclass
-class CSCMatrix:
-    """A [rows, cols] matrix as compressed sparse columns (see the module docstring)."""
-
-    rows: int
-    cols: int
-    values: np.ndarray
-    row_indices: np.ndarray
-    col_ptr: np.ndarray
-
-    @property
-    def nnz(self) -> int:
-        return int(self.values.shape[0])
-
-    def column_nnz(self) -> np.ndarray:
-        return np.diff(self.col_ptr)
-
-    def to_dense(self) -> np.ndarray:
-        dense = np.zeros((self.rows, self.cols), dtype=self.values.dtype)
-        cols = np.repeat(np.arange(self.cols), self.column_nnz())
-        dense[self.row_indices.astype(np.int64), cols] = self.values
-        return dense
-
-
-def index_dtype(rows: int) -> np.dtype:
-    """Unsigned 16-bit row indices halve the index traffic whenever they fit."""
-    return np.dtype(np.uint16) if rows <= 65536 else np.dtype(np.int32)
-
-
-def csc_from_dense(weight: np.ndarray, dtype: type = np.float32) -> CSCMatrix:
-    """The exact nonzeros of ``weight``, column by column, rows increasing."""
-    weight = np.asarray(weight, dtype=dtype)
-    rows, cols = weight.shape
-    col_of, row_of = np.nonzero(weight.T)  # sorted by column, then row
-    col_ptr = np.zeros(cols + 1, dtype=np.int64)
-    np.cumsum(np.bincount(col_of, minlength=cols), out=col_ptr[1:])
-    return CSCMatrix(
-        rows, cols, weight.T[col_of, row_of].copy(), row_of.astype(index_dtype(rows)), col_ptr
-    )
-
-
-def product_shapes(
-    model_type: str, emb_size: int, hidden_sizes: list[int], projection: bool
-) -> dict[str, tuple[int, int]]:
-    """[rows, cols] of every sparse product, named as in ``sparsity.macs``."""
-    gates = GATES[model_type]
-    shapes: dict[str, tuple[int, int]] = {}
-    sizes = [emb_size, *hidden_sizes]
-    for layer, hidden in enumerate(hidden_sizes):
-        shapes[f"layer{layer}.W_ih"] = (gates * hidden, sizes[layer])
-        if model_type == "egru":
-            shapes[f"layer{layer}.U_ur"] = (2 * hidden, hidden)
-            shapes[f"layer{layer}.U_z"] = (hidden, hidden)
-        else:
-            shapes[f"layer{layer}.W_hh"] = (gates * hidden, hidden)
-    if projection:
-        shapes["projection"] = (emb_size, hidden_sizes[-1])
-    return shapes
-
-
-def dense_shapes(
-    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int, tied: bool
-) -> dict[str, tuple[int, ...]]:
-    gates = GATES[model_type]
-    shapes: dict[str, tuple[int, ...]] = {
-        "embedding": (vocab_size, emb_size),
-        "decoder.bias": (vocab_size,),
-    }
-    if not tied:  # an untied decoder reads the last layer directly: no projection
-        shapes["decoder.weight"] = (vocab_size, hidden_sizes[-1])
-    for layer, hidden in enumerate(hidden_sizes):
-        if model_type == "egru":
-            shapes[f"layer{layer}.bias"] = (gates * hidden,)
-            shapes[f"layer{layer}.threshold"] = (hidden,)
-        else:
-            shapes[f"layer{layer}.bias_ih"] = (gates * hidden,)
-            shapes[f"layer{layer}.bias_hh"] = (gates * hidden,)
-    return shapes
-
-
-@dataclass
-class ExportedModel:
-    """A validated export: the header's architecture, the matrices and the dense tensors."""
-
-    model_type: str
-    emb_size: int
-    hidden_sizes: list[int]
-    vocab_size: int
-    tied: bool
-    projection: bool
-    itos: list[str]
-    matrices: dict[str, CSCMatrix]
-    dense: dict[str, np.ndarray]
-    header: dict[str, Any]
-
-    @property
-    def decoder_weight(self) -> np.ndarray:
-        return self.dense["embedding"] if self.tied else self.dense["decoder.weight"]
 
 
 # --- writing (needs PyTorch: it reads a trained LanguageModel) -----------------------------
@@ -422,24 +344,3 @@ def load_export(directory: str | Path) -> ExportedModel:
         dense,
         header,
     )
-
-
-def with_dtype(model: ExportedModel, dtype: type) -> ExportedModel:
-    """The same model with float tensors in ``dtype`` (float64: a reference computation whose
-    rounding is far below float32's, to compare with a float64 PyTorch model)."""
-    matrices = {
-        n: CSCMatrix(m.rows, m.cols, m.values.astype(dtype), m.row_indices, m.col_ptr)
-        for n, m in model.matrices.items()
-    }
-    dense = {n: t.astype(dtype) for n, t in model.dense.items()}
-    return dataclasses.replace(model, matrices=matrices, dense=dense)
-
-
-def weight_sparsity(model: ExportedModel) -> float:
-    """Fraction of zeros over the pruned (RNN and projection) matrices."""
-    total = sum(m.rows * m.cols for m in model.matrices.values())
-    return 1.0 - sum(m.nnz for m in model.matrices.values()) / max(total, 1)
-
-
-def memory_bytes(arrays: list[np.ndarray]) -> int:
-    return sum(int(a.nbytes) for a in arrays)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualsparse.engine import kernels, kernels_sharded
-from dualsparse.engine.export import CSCMatrix, ExportedModel, csc_from_dense
+from dualsparse.engine.format import CSCMatrix, ExportedModel, csc_from_dense
 
 
 class Layer:

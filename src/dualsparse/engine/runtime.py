@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from dualsparse.engine import kernels, kernels_sharded
-from dualsparse.engine.export import ExportedModel, load_export, with_dtype
+from dualsparse.engine.export import load_export
+from dualsparse.engine.format import ExportedModel, with_dtype
 from dualsparse.engine.layers import Layer, ShardedLayer, shard_bounds
 from dualsparse.errors import DualsparseError
 
