@@ -5,13 +5,8 @@ import torch
 from engine_helpers import export_fixture, random_model
 
 from dualsparse.cli import main
-from dualsparse.engine.bench import (
-    DenseStepper,
-    calibrate_thresholds,
-    dense_macs,
-    run_benchmark,
-    synthetic_model,
-)
+from dualsparse.engine.bench import calibrate_thresholds, run_benchmark, synthetic_model
+from dualsparse.engine.dense_baselines import DenseStepper, dense_macs
 from dualsparse.engine.export import weight_sparsity
 
 

@@ -1,13 +1,9 @@
 """Per-token latency at batch 1: the engine against the fastest dense path, in one run.
 
-Dense baselines step one token at a time with one fused ``torch.addmv`` per gate
-block and in-place elementwise ops (a BLAS sgemv per product). This is the
-fastest dense path here: ``torch.nn.LSTM`` called per step is several times
-slower because of its per-call setup, so it would flatter the engine. The dense
-models have random weights (latency does not depend on the values): the
-AWD-LSTM (emb 400, hidden 1150,1150,400) and an EGRU/GRU of the engine model's
-own size. The engine runs the exported model at its own weight sparsity on a
-token stream it samples itself, so activity is the model's real activity.
+The dense baselines (``engine.dense_baselines``: one fused ``torch.addmv`` per gate block
+per step, random weights) are the AWD-LSTM (emb 400, hidden 1150,1150,400) and an EGRU/GRU
+of the engine model's own size. The engine runs the exported model at its own weight
+sparsity on a token stream it samples itself, so activity is the model's real activity.
 
 Speedups are printed next to the theoretical ones (dense MACs over the
 engine's measured event-driven MACs), RNN-only (the paper's convention) and
@@ -24,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from dualsparse.engine import kernels
+from dualsparse.engine.dense_baselines import AWD_LSTM, DenseStepper, dense_macs
 from dualsparse.engine.format import (
-    GATES,
     CSCMatrix,
     ExportedModel,
     csc_from_dense,
@@ -34,112 +30,6 @@ from dualsparse.engine.format import (
     weight_sparsity,
 )
 from dualsparse.engine.runtime import Engine
-
-AWD_LSTM = ("lstm", 400, [1150, 1150, 400])
-
-
-def dense_macs(
-    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int
-) -> tuple[int, int]:
-    """Dense MACs per token: (RNN only, with projection and tied decoder)."""
-    shapes = product_shapes(model_type, emb_size, hidden_sizes, hidden_sizes[-1] != emb_size)
-    rnn = sum(r * c for n, (r, c) in shapes.items() if n.startswith("layer"))
-    head = sum(r * c for n, (r, c) in shapes.items() if not n.startswith("layer"))
-    return rnn, rnn + head + vocab_size * emb_size
-
-
-class DenseStepper:
-    """A dense model stepped token by token with fused addmv products (PyTorch)."""
-
-    def __init__(
-        self,
-        model_type: str,
-        emb_size: int,
-        hidden_sizes: list[int],
-        vocab_size: int,
-        seed: int = 0,
-    ) -> None:
-        import torch
-
-        self.torch, self.model_type = torch, model_type
-        gen = torch.Generator().manual_seed(seed)
-
-        def uniform(*shape: int, bound: float) -> Any:
-            return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
-
-        self.embedding = uniform(vocab_size, emb_size, bound=0.1)
-        self.decoder_bias = torch.zeros(vocab_size)
-        last = hidden_sizes[-1]
-        self.projection = uniform(emb_size, last, bound=last**-0.5) if last != emb_size else None
-        self.layers = []
-        sizes = [emb_size, *hidden_sizes]
-        for n_in, hidden in zip(sizes[:-1], sizes[1:], strict=True):
-            rows, bound = GATES[model_type] * hidden, hidden**-0.5
-            layer = {
-                "w_ih": uniform(rows, n_in, bound=bound),
-                "b": uniform(rows, bound=bound),
-                "w_hh": uniform(rows, hidden, bound=bound),
-                "b_hh": uniform(rows, bound=bound),
-                "h": torch.zeros(hidden),
-                "c": torch.zeros(hidden),
-                "gates": torch.zeros(rows),
-                "gates_hh": torch.zeros(rows),
-                "threshold": torch.full((hidden,), 0.1),
-            }
-            if model_type == "lstm":  # one sgemv over [W_ih W_hh] · [x; h]
-                layer["w_cat"] = torch.cat([layer["w_ih"], layer["w_hh"]], dim=1).contiguous()
-                layer["xh"] = torch.zeros(n_in + hidden)
-                layer["h"] = layer["xh"][n_in:]
-            self.layers.append(layer)
-        self.logits = torch.zeros(vocab_size)
-
-    def _lstm(self, layer: dict, x: Any) -> Any:
-        torch, xh, gates, c, h = self.torch, layer["xh"], layer["gates"], layer["c"], layer["h"]
-        hidden = c.shape[0]
-        xh[: xh.shape[0] - hidden].copy_(x)
-        torch.addmv(layer["b"], layer["w_cat"], xh, out=gates)
-        gates[: 2 * hidden].sigmoid_()
-        gates[3 * hidden :].sigmoid_()
-        gates[2 * hidden : 3 * hidden].tanh_()
-        c.mul_(gates[hidden : 2 * hidden]).addcmul_(gates[:hidden], gates[2 * hidden : 3 * hidden])
-        torch.tanh(c, out=h).mul_(gates[3 * hidden :])
-        return h
-
-    def _gru(self, layer: dict, x: Any) -> Any:
-        torch, gi, gh, h = self.torch, layer["gates"], layer["gates_hh"], layer["h"]
-        hidden = h.shape[0]
-        torch.addmv(layer["b"], layer["w_ih"], x, out=gi)
-        torch.addmv(layer["b_hh"], layer["w_hh"], h, out=gh)
-        rz = (gi[: 2 * hidden] + gh[: 2 * hidden]).sigmoid_()
-        cand = torch.addcmul(gi[2 * hidden :], rz[:hidden], gh[2 * hidden :]).tanh_()
-        h.sub_(cand).mul_(rz[hidden:]).add_(cand)  # h = n + z (h − n)
-        return h
-
-    def _egru(self, layer: dict, x: Any) -> Any:
-        torch, gi, y, c = self.torch, layer["gates"], layer["h"], layer["c"]
-        hidden, w_hh = y.shape[0], layer["w_hh"]
-        torch.addmv(layer["b"], layer["w_ih"], x, out=gi)
-        ur = torch.addmv(gi[: 2 * hidden], w_hh[: 2 * hidden], y).sigmoid_()
-        z = torch.addmv(gi[2 * hidden :], w_hh[2 * hidden :], ur[hidden:] * y).tanh_()
-        c_pre = torch.addcmul(c, ur[:hidden], z - c)
-        event = c_pre > layer["threshold"]
-        torch.mul(c_pre, event, out=y)
-        torch.sub(c_pre, layer["threshold"] * event, out=c)
-        return y
-
-    def step_rnn(self, token: int) -> Any:
-        x = self.embedding[token]
-        cell = {"lstm": self._lstm, "gru": self._gru, "egru": self._egru}[self.model_type]
-        for layer in self.layers:
-            x = cell(layer, x)
-        return x
-
-    def step(self, token: int) -> Any:
-        x = self.step_rnn(token)
-        if self.projection is not None:
-            x = self.torch.mv(self.projection, x)
-        self.torch.addmv(self.decoder_bias, self.embedding, x, out=self.logits)
-        return self.torch.logsumexp(self.logits, 0)
 
 
 def synthetic_model(
