@@ -230,6 +230,9 @@ class RayExecutor:
         results = []
         while self.refs:
             results += self.wait_one()
+        for result in results:  # ray.get of a cancelled task raises: not a failure
+            if result["status"] == "failed":
+                result["status"] = "interrupted"
         return results
 
     def close(self) -> None:
@@ -299,7 +302,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     state = _load_state(out, spec)
     state.update(spec=spec.raw, data_args=data_args, executor=executor)
-    records = state["jobs"]
+    names = {job.name for job in spec.job_list}
+    records = state["jobs"] = {n: r for n, r in state["jobs"].items() if n in names}
     status = {}
     for job in spec.job_list:
         rec = records.setdefault(job.name, {"attempts": 0})
