@@ -304,3 +304,21 @@ def test_engine_runs_where_torch_cannot_be_imported(export_dir):
     assert done.returncode == 0, done.stderr
     expected = Engine.load(directory).score([0, 1, 2, 3])
     np.testing.assert_allclose(json.loads(done.stdout), expected, atol=1e-6)
+
+
+def test_score_compare_with_the_pytorch_run(pruned_tiny_run, tiny_corpus_dir, tmp_path, capsys):
+    """--compare runs the run's own PyTorch model: the float64 engine agrees with its float64
+    model to rounding, with equal activity; the float32 engine within the 1e-4 tolerance."""
+    run_dir, corpus = pruned_tiny_run
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), str(out)]) == 0
+    test = str(tiny_corpus_dir / "test.txt")
+    assert main(["score", str(out), test, "--json", "--float64", "--compare", str(run_dir)]) == 0
+    captured = capsys.readouterr().out
+    report = json.loads(captured[captured.index("{") :])["comparison"]
+    assert report["pytorch_float64"]["max_abs_diff"] < 1e-10
+    assert report["pytorch_float64"]["activity_max_abs_diff"] == 0.0
+    assert main(["score", str(out), test, "--compare", str(run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "PyTorch float64: max |Δ log p|" in text
+    assert "0 tokens beyond 0.0001 (0.00%)" in text

@@ -60,6 +60,12 @@ def register(sub) -> None:
         action="store_true",
         help="compute in double precision (a reference; slower; docs/engine.md, exactness)",
     )
+    p.add_argument(
+        "--compare",
+        metavar="RUN",
+        help="also run the PyTorch model of RUN (float64 and float32) and report the "
+        "per-token agreement",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (with per-token log-probs)")
     p = sub.add_parser(
         "bench",
@@ -149,6 +155,10 @@ def cmd_score(args) -> int:
         "layer_activity": counts["layer_activity"],
         "event_macs_per_token": counts["event_macs_per_token"],
     }
+    if args.compare:
+        from dualsparse.engine.compare import compare
+
+        summary["comparison"] = compare(log_probs, counts["layer_activity"], args.compare, ids)
     if args.json:
         print(json.dumps({**summary, "log_probs": log_probs.tolist()}, indent=1))
         return 0
@@ -165,6 +175,10 @@ def cmd_score(args) -> int:
         f"event-driven MACs per token: RNN {macs['rnn'] / 1e6:.4f}M, "
         f"with decoder {macs['full'] / 1e6:.4f}M"
     )
+    if args.compare:
+        from dualsparse.engine.compare import format_comparison
+
+        print(format_comparison(summary["comparison"]))
     return 0
 
 
