@@ -6,6 +6,10 @@ After each epoch the model is validated, a checkpoint is written (atomically),
 and early stopping is checked. Ctrl-C, SIGTERM and the time budget stop the run
 between two windows with a checkpoint of the exact position, so ``resume``
 loses nothing; resuming at an epoch boundary reproduces the uninterrupted run.
+
+Under torchrun every rank runs this same loop on its share of the batch columns
+(``distributed.py``); rank 0 alone writes the run directory, and the decisions
+that end an epoch or the run are taken on numbers all ranks share.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 import os
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ from dualsparse.evaluation import evaluate
 from dualsparse.models.lm import LanguageModel, detach_state
 from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
+from dualsparse.training import distributed
 from dualsparse.training.optim import lr_at, make_optimizer, set_lr
 
 
@@ -134,21 +139,27 @@ class Trainer:
         masks: dict[str, torch.Tensor] | None = None,
     ):
         self.cfg, self.corpus, self.run_dir = cfg, corpus, Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.progress = progress
+        self.rank, self.world_size = distributed.rank_and_world()
+        self.is_main = self.rank == 0  # the only rank that writes into run_dir
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress and self.is_main
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
-        torch.manual_seed(t.seed)
+        self.device = distributed.rank_device(resolve_device(t.device))
+        torch.manual_seed(t.seed)  # the same on every rank: same weights, same dropout stream
         self.model = LanguageModel(cfg.model, len(corpus.vocab)).to(self.device)
+        self.net: torch.nn.Module = self.model  # what training calls; DDP around it in run()
         if initial_model is not None:
             self.model.load_state_dict(initial_model.state_dict())
         self.masks = {k: v.to(self.device) for k, v in (masks or {}).items()}
         apply_masks(self.model, self.masks)
         self.optimizer = make_optimizer(self.model, t)
         self.batch_rng = torch.Generator().manual_seed(t.seed)
-        self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
+        full_batch = batchify(corpus.train, t.batch_size)
+        self.train_data = distributed.column_shard(full_batch, self.rank, self.world_size)
+        self.train_data = self.train_data.to(self.device)
         self.state: dict[str, Any] = {
             "epoch": 0,
             "window": 0,
@@ -163,13 +174,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- persistence
     def save(self, pointers=("latest",)) -> None:
+        """Called on every rank: the carried state of all columns is gathered for rank 0."""
         tensors = {"rng.torch": torch.get_rng_state(), "rng.batches": self.batch_rng.get_state()}
         if self.epoch_rng_state is not None:
             tensors["rng.batches_epoch_start"] = self.epoch_rng_state
         if self.hidden is not None:
             for i, layer_state in enumerate(self.hidden):
                 for k, tensor in enumerate(layer_state):
-                    tensors[f"hidden.{i}.{k}"] = tensor
+                    tensors[f"hidden.{i}.{k}"] = distributed.gather_columns(tensor)
+        if not self.is_main:
+            return
         opt_tensors, groups = ckpt.flatten_optimizer(self.optimizer.state_dict())
         tensors.update(opt_tensors)
         state = {
@@ -231,7 +245,7 @@ class Trainer:
             per_layer = [len(layer_state) for layer_state in self.model.init_state(1)]
             try:
                 self.hidden = [
-                    tuple(tensors[f"hidden.{i}.{k}"].to(self.device) for k in range(n))
+                    tuple(self._own_columns(tensors[f"hidden.{i}.{k}"]) for k in range(n))
                     for i, n in enumerate(per_layer)
                 ]
             except KeyError as exc:
@@ -242,7 +256,13 @@ class Trainer:
             if key in state:
                 self.state[key] = state[key]
 
+    def _own_columns(self, state: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a carried state saved for the whole batch."""
+        return distributed.column_shard(state, self.rank, self.world_size, dim=0).to(self.device)
+
     def log(self, record: dict) -> None:
+        if not self.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -253,16 +273,20 @@ class Trainer:
         deadline = started + 60 * max_minutes if max_minutes else None
         flag: dict = {}
         stopped, last_valid = "completed", None
-        with run_lock(self.run_dir), _stop_on_signals(flag):
+        lock = run_lock(self.run_dir) if self.is_main else nullcontext()
+        self.net = distributed.wrap(self.model, self.device)
+        with lock, _stop_on_signals(flag):
             while self.state["epoch"] < t.epochs and not self.state["finished"]:
                 outcome = self._train_epoch(flag, deadline)
                 valid = evaluate(
                     self.model, self.corpus.valid, t.eval_batch_size, t.bptt, split="valid"
                 )
                 last_valid = valid.perplexity
+                # every rank validates; all decide on rank 0's loss, so they never disagree
+                (valid_loss,) = distributed.from_rank0([valid.loss], self.device)
                 # only epoch-end validations move "best" and count toward early stopping, so
                 # an interrupted and resumed run takes the same decisions as an unbroken one
-                improved = outcome == "epoch" and self._record_validation(valid.loss)
+                improved = outcome == "epoch" and self._record_validation(valid_loss)
                 position = self.state["epoch"] + self.state["window"] / max(self._n_windows, 1)
                 if outcome == "epoch":
                     self.state.update(epoch=self.state["epoch"] + 1, window=0)
@@ -323,7 +347,8 @@ class Trainer:
             self.train_data.shape[0], t.bptt, variable=t.variable_bptt, generator=generator
         )
         self._n_windows = len(windows)
-        hidden = self.hidden if self.hidden is not None else model.init_state(t.batch_size)
+        columns = self.train_data.shape[1]  # this rank's share of batch_size
+        hidden = self.hidden if self.hidden is not None else model.init_state(columns)
         model.train()
         total_loss, total_tokens, t0 = 0.0, 0, time.monotonic()
         self._epoch_loss, self._tokens_per_s, self._last_lr = float("nan"), 0.0, t.lr
@@ -344,7 +369,7 @@ class Trainer:
                 lr = lr_at(t, self.state["epoch"] + w / len(windows), t.epochs)
                 set_lr(self.optimizer, lr * lr_scale(inputs.shape[0], t.bptt))
                 self._last_lr = lr
-                out = model(inputs, detach_state(hidden))
+                out = self.net(inputs, detach_state(hidden))
                 hidden = out.state
                 loss = F.cross_entropy(
                     out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1)
@@ -371,22 +396,30 @@ class Trainer:
                         lr=f"{lr:.2e}",
                     )
                 if w + 1 < len(windows):
-                    if "signal" in flag:
-                        outcome = "interrupted"
-                        break
-                    if deadline is not None and time.monotonic() > deadline:
-                        outcome = "time-budget"
+                    stop = self._stop_reason(flag, deadline)
+                    if stop:
+                        outcome = stop
                         break
         except KeyboardInterrupt:
             outcome = "interrupted"
         finally:
             bar.close()
+        total_loss, total_tokens = distributed.sum_over_ranks(
+            [total_loss, total_tokens], self.device
+        )
         self._epoch_loss = total_loss / max(total_tokens, 1)
         self._tokens_per_s = total_tokens / max(time.monotonic() - t0, 1e-9)
         self.hidden = detach_state(hidden) if outcome != "epoch" else None
         if outcome == "epoch" and self.state["window"] < len(windows):
             outcome = "interrupted"
         return outcome
+
+    def _stop_reason(self, flag: dict, deadline: float | None) -> str | None:
+        """Stop when any rank was signalled or ran out of time, all ranks at the same window."""
+        signalled = "signal" in flag
+        late = deadline is not None and time.monotonic() > deadline
+        signalled, late = distributed.sum_over_ranks([signalled, late], self.device)
+        return "interrupted" if signalled else "time-budget" if late else None
 
 
 def check_new_run_dir(run_dir: str | Path) -> None:
@@ -407,14 +440,21 @@ def train(
     max_minutes: float | None = None,
     progress: bool = True,
 ) -> TrainSummary:
-    """Train (or resume) a run in ``out_dir``; returns a summary of how it ended."""
+    """Train (or resume) a run in ``out_dir``; returns a summary of how it ended.
+
+    Launched by torchrun, this joins the job for the length of the run (see
+    ``distributed.py``); all ranks stop at the same window for the same reason.
+    """
     run_dir = Path(out_dir)
-    if resume:
-        trainer = Trainer(cfg, corpus, run_dir, progress=progress)
-        trainer.restore()
-    else:
-        check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "config.json", config_to_json(cfg))
-        trainer = Trainer(cfg, corpus, run_dir, progress=progress)
-    return trainer.run(max_minutes=max_minutes)
+    with distributed.process_group(cfg.train.device):
+        if resume:
+            trainer = Trainer(cfg, corpus, run_dir, progress=progress)
+            trainer.restore()
+        else:
+            check_new_run_dir(run_dir)
+            trainer = Trainer(cfg, corpus, run_dir, progress=progress)  # makes run_dir
+            if trainer.is_main:
+                ckpt.atomic_write_text(run_dir / "config.json", config_to_json(cfg))
+        summary = trainer.run(max_minutes=max_minutes)
+        del trainer  # its DDP wrapper must be freed before the process group (distributed.py)
+        return summary
