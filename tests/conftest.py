@@ -100,6 +100,16 @@ TINY_RUN = {
 }
 
 
+# Every dropout off: the model is a deterministic function of weights and input.
+NO_DROPOUT = {
+    "dropout_words": 0.0,
+    "dropout_emb": 0.0,
+    "dropout_forward": 0.0,
+    "dropout_output": 0.0,
+    "dropout_connect": 0.0,
+}
+
+
 def tiny_run_dict(model: dict | None = None, **train_overrides) -> dict:
     """TINY_RUN with some model keys and train keys replaced."""
     return {

@@ -4,18 +4,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import NO_DROPOUT
 from dualsparse.config import ModelConfig
 from dualsparse.models.baselines import GRULayer, LSTMLayer
 from dualsparse.models.lm import LanguageModel, parameter_groups
 
 VOCAB = 20
-NO_DROPOUT = {
-    "dropout_words": 0.0,
-    "dropout_emb": 0.0,
-    "dropout_forward": 0.0,
-    "dropout_output": 0.0,
-    "dropout_connect": 0.0,
-}
 
 
 def tiny_model(seed: int = 0, **overrides) -> LanguageModel:
