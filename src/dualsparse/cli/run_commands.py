@@ -78,6 +78,7 @@ def register(sub) -> None:
 def cmd_train(args) -> int:
     from dualsparse.config import RunConfig, apply_overrides, resolve_config
     from dualsparse.data.download import resolve_corpus
+    from dualsparse.training.distributed import torchrun_launch
     from dualsparse.training.loop import check_new_run_dir, train
 
     if args.resume:
@@ -109,7 +110,9 @@ def cmd_train(args) -> int:
     cfg = apply_overrides(cfg, overrides)
     data, dataset, cache_dir = data_choice(args, source)
     corpus = resolve_corpus(data, dataset, cache_dir, vocab=vocab)
-    if not args.resume:
+    launch = torchrun_launch()  # under torchrun only rank 0 writes into the run
+    rank = launch.rank if launch else 0
+    if not args.resume and rank == 0:
         check_new_run_dir(run_dir)  # before source.json, which would clobber the old run's
         write_source(run_dir, data, dataset, cache_dir)
     summary = train(
@@ -120,6 +123,8 @@ def cmd_train(args) -> int:
         max_minutes=args.max_minutes,
         progress=not args.no_progress,
     )
+    if rank != 0:
+        return 0
     print(
         f"run {summary.run_dir}: {summary.stopped} after {summary.epochs_done} epoch(s), "
         f"best valid ppl {summary.best_valid_ppl:.2f}, {summary.elapsed_seconds:.0f} s"
