@@ -186,7 +186,7 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tiny_corpus_dir, tm
     import sys
 
     from dualsparse.errors import DualsparseError
-    from dualsparse.training.loop import run_lock
+    from dualsparse.training.guards import run_lock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

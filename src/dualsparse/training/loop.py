@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from dualsparse.models.lm import LanguageModel, detach_state
 from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training import distributed
+from dualsparse.training.guards import run_lock, stop_on_signals
 from dualsparse.training.optim import lr_at, make_optimizer, set_lr
 
 
@@ -55,68 +54,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DualsparseError("--device cuda was asked for but no CUDA GPU is visible; use cpu")
     return torch.device(name)
-
-
-@contextmanager
-def _stop_on_signals(flag: dict):
-    """SIGTERM/SIGINT set a flag; the loop checkpoints and stops between windows."""
-
-    def handler(signum, _frame):
-        flag["signal"] = signal.Signals(signum).name
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not in the main thread: signals cannot be caught here
-            pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-@contextmanager
-def run_lock(run_dir: Path):
-    """One training process per run directory: ``RUN/.lock`` holds the owner's pid.
-
-    Two processes writing one run would interleave metrics and checkpoints. A lock
-    whose process is gone (a crash, a killed machine) is taken over.
-    """
-    path = Path(run_dir) / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _alive(owner):
-                raise DualsparseError(
-                    f"{run_dir} is being trained by another process (pid {owner}); wait for it "
-                    "or stop it, or train into another --out"
-                ) from None
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        break
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Trainer:
@@ -275,7 +212,7 @@ class Trainer:
         stopped, last_valid = "completed", None
         lock = run_lock(self.run_dir) if self.is_main else nullcontext()
         self.net = distributed.wrap(self.model, self.device)
-        with lock, _stop_on_signals(flag):
+        with lock, stop_on_signals(flag):
             while self.state["epoch"] < t.epochs and not self.state["finished"]:
                 outcome = self._train_epoch(flag, deadline)
                 valid = evaluate(
