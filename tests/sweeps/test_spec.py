@@ -146,7 +146,7 @@ def test_cli_prints_one_error_line(capsys, tmp_path, data, expected):
 def test_dry_run_lists_the_runs(capsys, tmp_path):
     assert main(["sweep", "cpu-brown", "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == "20 runs"  # 2 models × 2 seeds × (dense + 3 targets) + 2 × 2 decays
+    assert lines[-1] == "18 runs"  # 2 models × 2 seeds × (dense + 3 targets) + 2 decays × 1 seed
     assert any("prune egru-wd0.01-bd0-s1-p60 → 0.8" in line for line in lines)
     assert not (tmp_path / "out").exists()
 
