@@ -242,7 +242,9 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
         doc.heading("Measured inference speed (dualsparse bench)")
         doc.text(
             "Engine latency per token at batch 1 from `DIR/bench/*.json`; speedups over the "
-            "fastest dense AWD-LSTM measured in the same bench run, beside the MAC ratio."
+            "fastest dense paper-size AWD-LSTM (emb 400, 1150/1150/400) measured in the same "
+            "bench run, beside the MAC ratio, and over the dense model of the run's own size "
+            "and type (fused addmv per step)."
         )
         bench = tables.bench_table(benches)
         doc.table(tables.BENCH_COLUMNS, bench)

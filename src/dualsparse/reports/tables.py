@@ -199,6 +199,7 @@ BENCH_COLUMNS = [
     "RNN speedup real / theory",
     "engine e2e ms",
     "e2e speedup real / theory",
+    "RNN speedup vs dense same size",
 ]
 
 
@@ -210,6 +211,20 @@ def bench_table(benches: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
         for row in data["rows"]:
             if not row["name"].startswith("engine") or "AWD" in row["name"]:
                 continue
+            same = next(
+                (
+                    r
+                    for r in data["rows"]
+                    if r["name"] == f"dense {m['type'].upper()} (model size)"
+                    and r["threads"] == row["threads"]
+                ),
+                None,
+            )
+            own = (
+                f"{same['ms_per_token_rnn_median'] / row['ms_per_token_rnn_median']:.1f}×"
+                if same
+                else "—"
+            )
             rows.append(
                 [
                     f"{name} ({row['name']})",
@@ -220,6 +235,7 @@ def bench_table(benches: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
                     f"{row['speedup_rnn']:.1f}× / {row['speedup_rnn_theory']:.1f}×",
                     f"{row['ms_per_token_full_median']:.3f}",
                     f"{row['speedup_full']:.1f}× / {row['speedup_full_theory']:.1f}×",
+                    own,
                 ]
             )
     return rows
