@@ -19,14 +19,12 @@ TOLERANCE = 1e-4
 CHUNK = 1000
 
 
-def torch_log_probs(run_dir: str | Path, ids: np.ndarray, dtype: str) -> tuple[np.ndarray, list]:
-    """log p(w_{t+1} | w_1..w_t) of the run's best checkpoint at batch 1, and the fraction of
-    nonzero outputs per layer."""
+def torch_log_probs(model, ids: np.ndarray, dtype: str) -> tuple[np.ndarray, list]:
+    """log p(w_{t+1} | w_1..w_t) of ``model`` (converted to ``dtype``) at batch 1, and the
+    fraction of nonzero outputs per layer."""
     import torch
 
-    from dualsparse.runs import load_run
-
-    model = load_run(run_dir, "best").model.to(getattr(torch, dtype))
+    model = model.to(getattr(torch, dtype))
     tokens = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     state = None
     out, nonzero, seen = [], np.zeros(len(model.layers)), 0
@@ -45,9 +43,12 @@ def torch_log_probs(run_dir: str | Path, ids: np.ndarray, dtype: str) -> tuple[n
 
 def compare(log_probs: np.ndarray, layer_activity: list, run_dir: str | Path, ids) -> dict:
     """Agreement of the engine's ``log_probs`` and activity with the run's PyTorch model."""
+    from dualsparse.runs import load_run
+
+    model = load_run(run_dir, "best").model  # float32 → float64 → float32 is exact
     report: dict[str, Any] = {"run": str(run_dir), "tolerance": TOLERANCE}
     for dtype in ("float64", "float32"):
-        reference, activity = torch_log_probs(run_dir, ids, dtype)
+        reference, activity = torch_log_probs(model, ids, dtype)
         diff = np.abs(log_probs - reference)
         report[f"pytorch_{dtype}"] = {
             "max_abs_diff": float(diff.max()),

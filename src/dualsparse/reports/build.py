@@ -15,18 +15,18 @@ from typing import Any
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import atomic_write_text
 from dualsparse.reports import figures, tables
-from dualsparse.reports.paper import NAMES, TABLE_NUMBER, paper_rows
+from dualsparse.reports.paper import DATASETS, NAMES, TABLE_NUMBER, paper_rows
+from dualsparse.sweeps.runner import status_counts
 
 
 def _paper_dataset(state: dict[str, Any], choice: str | None) -> str | None:
     if choice == "none":
         return None
     if choice:
-        return {"wt2": "wikitext2"}.get(choice, choice)
+        return DATASETS[choice]
     args = state.get("data_args") or []
     if "--dataset" in args:
-        name = args[args.index("--dataset") + 1]
-        return "wikitext2" if name in ("wikitext2", "wt2") else name
+        return DATASETS[args[args.index("--dataset") + 1]]
     return "ptb"  # the paper's main table, for data of its own
 
 
@@ -145,14 +145,11 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
     doc = _Document()
     doc.heading(f"Sweep report: {name}", 1)
     jobs = state.get("jobs", {})
-    counts: dict[str, int] = {}
-    for rec in jobs.values():
-        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
     data = " ".join(state.get("data_args") or []) or "unknown"
     doc.text(
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `dualsparse report "
         f"{sweep_dir}` from {len(records)} finished runs "
-        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no sweep.json'}); "
+        f"({status_counts(state) or 'no sweep.json'}); "
         f"data: {data}."
     )
     description = (state.get("spec") or {}).get("description")

@@ -4,7 +4,6 @@ decay and sparsity target, with statistics over seeds."""
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +238,3 @@ def bench_table(benches: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
                 ]
             )
     return rows
-
-
-def finite(value: float) -> bool:
-    return value is not None and math.isfinite(value)

@@ -20,14 +20,18 @@ BPTT = 70
 
 def measure_run(
     run_dir: str | Path,
-    corpus,
+    data: str | None,
+    dataset: str | None,
+    cache_dir: str | None = None,
     *,
     test_batch_size: int = 1,
     macs_batch_size: int = 1,
     activity_batch_size: int = 10,
     meta: dict | None = None,
 ) -> dict:
-    """The results record of a run (its best checkpoint) on ``corpus``."""
+    """The results record of a run (its best checkpoint) on its corpus, read with the run's
+    vocabulary."""
+    from dualsparse.data.download import resolve_corpus
     from dualsparse.evaluation import evaluate
     from dualsparse.runs import load_run
     from dualsparse.sparsity.activity import analyze_activity, write_activity_outputs
@@ -36,8 +40,7 @@ def measure_run(
 
     run_dir = Path(run_dir)
     run = load_run(run_dir, "best")
-    if corpus.vocab != run.vocab:
-        raise DualsparseError(f"{run_dir} was trained on other data; give its own --data")
+    corpus = resolve_corpus(data, dataset, cache_dir, vocab=run.vocab)
     model, cfg = run.model, run.config
     started = time.time()
     valid = evaluate(model, corpus.valid, cfg.train.eval_batch_size, BPTT, split="valid")
@@ -78,9 +81,7 @@ def measure_run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dualsparse.data.download import resolve_corpus
     from dualsparse.fileio import atomic_write_text
-    from dualsparse.runs import load_run
 
     p = argparse.ArgumentParser(prog="python -m dualsparse.sweeps.measure")
     p.add_argument("run")
@@ -99,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        vocab = load_run(args.run, "best").vocab
-        corpus = resolve_corpus(args.data, args.dataset, args.cache_dir, vocab=vocab)
         record = measure_run(
             args.run,
-            corpus,
+            args.data,
+            args.dataset,
+            args.cache_dir,
             test_batch_size=args.test_batch_size,
             macs_batch_size=args.macs_batch_size,
             activity_batch_size=args.activity_batch_size,

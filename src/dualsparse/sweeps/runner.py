@@ -362,8 +362,8 @@ def run_sweep(
                     if status[job.source] in ("failed", "skipped"):
                         status[job.name] = records[job.name]["status"] = "skipped"
                         records[job.name]["error"] = f"{job.source} did not finish"
-            while runner.pending() < jobs and ready():
-                job = ready()[0]
+            while runner.pending() < jobs and (candidates := ready()):
+                job = candidates[0]
                 status[job.name] = records[job.name]["status"] = "running"
                 records[job.name]["attempts"] += 1
                 save()
@@ -413,11 +413,16 @@ def dependants_depth(spec: SweepSpec) -> dict[str, int]:
     return {name: depth(name) for name in children}
 
 
-def sweep_summary(state: dict[str, Any]) -> str:
+def status_counts(state: dict[str, Any]) -> str:
+    """'16 done, 2 failed': how many runs of a sweep state are in which status."""
     counts: dict[str, int] = {}
-    for rec in state["jobs"].values():
+    for rec in state.get("jobs", {}).values():
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-    lines = [", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def sweep_summary(state: dict[str, Any]) -> str:
+    lines = [status_counts(state)]
     for name, rec in state["jobs"].items():
         if rec["status"] in ("failed", "skipped"):
             why = (rec.get("error") or "").strip().splitlines()
