@@ -24,7 +24,6 @@ from dualsparse.engine.kernels import (
     _products,
     _reset_gated,
     _scatter,
-    _sigmoid,
     njit,
     numba,
 )
@@ -76,7 +75,7 @@ def _copy_active(source, active, n_active, target):
 # a copy of h_{t-1} at its active units. Shard s owns units bounds[s]:bounds[s+1].
 
 
-@njit(cache=True, parallel=True, fastmath=FUSED)
+@njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
 def egru_step_sharded(
     base,
     x,
@@ -105,9 +104,7 @@ def egru_step_sharded(
         a = acc[s]
         _shard_base(a, base, 3, hidden, lo, size)
         _shard_products(a, a, s, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
-        for i in range(size):
-            a[i] = _sigmoid(a[i])
-            r_pre[lo + i] = a[size + i]
+        r_pre[lo : lo + size] = a[size : 2 * size]
     _reset_gated(r_pre, y, y_active, n_y, ry)
     for s in numba.prange(bounds.shape[0] - 1):
         lo, size = bounds[s], bounds[s + 1] - bounds[s]
@@ -119,7 +116,7 @@ def egru_step_sharded(
     return _merge_active(shard_active, shard_n, y_active)
 
 
-@njit(cache=True, parallel=True, fastmath=FUSED)
+@njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
 def lstm_step_sharded(
     base, x, x_active, n_x, n_h, w_ih, w_hh, c, h, h_active, acc, h_prev, shards, stats
 ):
@@ -137,7 +134,7 @@ def lstm_step_sharded(
     return _merge_active(shard_active, shard_n, h_active)
 
 
-@njit(cache=True, parallel=True, fastmath=FUSED)
+@njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
 def gru_step_sharded(
     base, x, x_active, n_x, n_h, w_ih, w_hh, bias_hh, h, h_active, gi, gh, h_prev, shards, stats
 ):
@@ -155,7 +152,7 @@ def gru_step_sharded(
     return _merge_active(shard_active, shard_n, h_active)
 
 
-@njit(cache=True, parallel=True, fastmath=FUSED)
+@njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
 def decoder_logits_sharded(
     bias, weight_t, col_nnz, x, x_active, n_x, logits, bounds, part_max, part_sum, stats
 ):
