@@ -344,8 +344,30 @@ def _add_columns(logits, lo, hi, weight_t, x, x_active, n_x):
         a += 1
 
 
+@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _total(values, lo, hi):
+    """Σ values[lo:hi] in whatever order vectorises (a function of its own, so that the
+    reordering licence reaches nothing else): 0.6 vs 11 us for 10k positive terms."""
+    total = 0.0
+    for v in range(lo, hi):
+        total += values[v]
+    return total
+
+
+@njit(cache=True, inline="always")
+def _shifted_exp_sum(logits, lo, hi, scratch):
+    """(max, Σ exp(logits − max)) over lo:hi, in double; ``scratch`` [V] float64."""
+    top = logits[lo]
+    for v in range(lo + 1, hi):
+        if logits[v] > top:
+            top = logits[v]
+    for v in range(lo, hi):
+        scratch[v] = _exp(float(logits[v]) - top)
+    return float(top), _total(scratch, lo, hi)
+
+
 @njit(cache=True, fastmath=FUSED, error_model="numpy")
-def decoder_logits(bias, weight_t, col_nnz, x, x_active, n_x, logits, stats):
+def decoder_logits(bias, weight_t, col_nnz, x, x_active, n_x, logits, scratch, stats):
     """logits = b + D·x over the active entries of x; returns log Σ exp(logits)."""
     logits[:] = bias
     vocab = logits.shape[0]
@@ -353,11 +375,5 @@ def decoder_logits(bias, weight_t, col_nnz, x, x_active, n_x, logits, stats):
     for a in range(n_x):  # exact zeros of D count as no MACs, as in sparsity.macs
         stats[0] += col_nnz[x_active[a]]
     stats[1] += n_x
-    top = logits[0]
-    for v in range(1, vocab):
-        if logits[v] > top:
-            top = logits[v]
-    total = 0.0
-    for v in range(vocab):
-        total += math.exp(float(logits[v]) - top)
+    top, total = _shifted_exp_sum(logits, 0, vocab, scratch)
     return top + math.log(total)

@@ -24,6 +24,7 @@ from dualsparse.engine.kernels import (
     _products,
     _reset_gated,
     _scatter,
+    _shifted_exp_sum,
     njit,
     numba,
 )
@@ -154,7 +155,7 @@ def gru_step_sharded(
 
 @njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
 def decoder_logits_sharded(
-    bias, weight_t, col_nnz, x, x_active, n_x, logits, bounds, part_max, part_sum, stats
+    bias, weight_t, col_nnz, x, x_active, n_x, logits, scratch, bounds, part_max, part_sum, stats
 ):
     """``decoder_logits`` with the vocabulary split at ``bounds`` across threads."""
     for s in numba.prange(bounds.shape[0] - 1):
@@ -162,15 +163,7 @@ def decoder_logits_sharded(
         for v in range(lo, hi):
             logits[v] = bias[v]
         _add_columns(logits, lo, hi, weight_t, x, x_active, n_x)
-        top = logits[lo]
-        for v in range(lo + 1, hi):
-            if logits[v] > top:
-                top = logits[v]
-        total = 0.0
-        for v in range(lo, hi):
-            total += math.exp(float(logits[v]) - top)
-        part_max[s] = top
-        part_sum[s] = total
+        part_max[s], part_sum[s] = _shifted_exp_sum(logits, lo, hi, scratch)
     top = part_max.max()
     total = 0.0
     for s in range(part_max.shape[0]):

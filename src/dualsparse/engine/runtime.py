@@ -67,6 +67,7 @@ class Engine:
         self.decoder_bias = model.dense["decoder.bias"]
         self.decoder_stats = np.zeros(2, dtype=np.int64)
         self.logits = np.zeros(model.vocab_size, dtype=self.embedding.dtype)
+        self.exp_scratch = np.zeros(model.vocab_size, dtype=np.float64)
         self.log_normalizer = 0.0
         self.table = None
         if input_table:
@@ -154,13 +155,16 @@ class Engine:
             self.log_normalizer = kernels_sharded.decoder_logits_sharded(
                 *decoder,
                 self.logits,
+                self.exp_scratch,
                 self.vocab_bounds,
                 self.part_max,
                 self.part_sum,
                 self.decoder_stats,
             )
         else:
-            self.log_normalizer = kernels.decoder_logits(*decoder, self.logits, self.decoder_stats)
+            self.log_normalizer = kernels.decoder_logits(
+                *decoder, self.logits, self.exp_scratch, self.decoder_stats
+            )
         return self.log_normalizer
 
     def step_rnn(self, token: int) -> tuple[np.ndarray, np.ndarray, int]:
