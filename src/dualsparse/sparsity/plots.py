@@ -38,10 +38,21 @@ def _subtitle(report: ActivityReport) -> str:
 
 
 def save_figure(fig: Any, stem: Path) -> dict[str, Path]:
+    """PNG and SVG next to each other; the same figure gives the same bytes (no date in the
+    SVG, its element ids from a fixed salt), so a regenerated report diffs only where the
+    data changed."""
+    from matplotlib import rc_context
+
     paths = {}
     for fmt in FORMATS:
         path = stem.with_suffix(f".{fmt}")
-        atomic_write_bytes(path, lambda handle, fmt=fmt: fig.savefig(handle, format=fmt, dpi=120))
+        metadata = {"Date": None} if fmt == "svg" else None
+
+        def write(handle: Any, fmt: str = fmt, metadata: Any = metadata) -> None:
+            with rc_context({"svg.hashsalt": "dualsparse"}):
+                fig.savefig(handle, format=fmt, dpi=120, metadata=metadata)
+
+        atomic_write_bytes(path, write)
         paths[f"{stem.name}_{fmt}"] = path
     return paths
 
