@@ -48,8 +48,7 @@ def _shard_products(a, a_hh, s, w_ih, x, x_active, n_x, w_hh, h, h_active, n_h, 
 def _shard_base(a, base, gates, hidden, lo, size):
     """The shard's rows of ``base`` (its units in every gate block), in shard order."""
     for g in range(gates):
-        for i in range(size):
-            a[g * size + i] = base[g * hidden + lo + i]
+        a[g * size : (g + 1) * size] = base[g * hidden + lo : g * hidden + lo + size]
 
 
 @njit(cache=True, inline="always")
@@ -160,8 +159,7 @@ def decoder_logits_sharded(
     """``decoder_logits`` with the vocabulary split at ``bounds`` across threads."""
     for s in numba.prange(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]
-        for v in range(lo, hi):
-            logits[v] = bias[v]
+        logits[lo:hi] = bias[lo:hi]
         _add_columns(logits, lo, hi, weight_t, x, x_active, n_x)
         part_max[s], part_sum[s] = _shifted_exp_sum(logits, lo, hi, scratch)
     top = part_max.max()
