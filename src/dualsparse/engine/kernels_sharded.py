@@ -8,6 +8,11 @@ one barrier inside the step: U_z reads r ⊙ y_{t-1} at all active units, and r 
 is known only to its shard; LSTM and GRU need none (they read a copy of h_{t-1}).
 Active lists are merged in shard order, so they stay sorted and the arithmetic is the
 single-threaded arithmetic, entry for entry.
+
+numba's on-disk cache (``cache=True``) keys each function on its own file only: after
+editing a helper in ``kernels.py``, delete ``src/dualsparse/engine/__pycache__`` or the
+kernels here keep running the old helper (an install replaces both files, so users are
+not affected).
 """
 
 from __future__ import annotations
