@@ -379,14 +379,28 @@ def _shifted_exp_sum(logits, lo, hi, scratch):
     return float(top), _total(exps)
 
 
+@njit(cache=True, inline="always")
+def _logits_part(logits, lo, hi, bias, weight_t, x, x_active, n_x, scratch):
+    """logits[lo:hi] = b + D·x over the active entries of x; returns (max, Σ exp(logits −
+    max)) over lo:hi (the whole vocabulary, or one thread's part of it)."""
+    logits[lo:hi] = bias[lo:hi]
+    _add_columns(logits, lo, hi, weight_t, x, x_active, n_x)
+    return _shifted_exp_sum(logits, lo, hi, scratch)
+
+
+@njit(cache=True, inline="always")
+def _count_decoder(stats, col_nnz, x_active, n_x):
+    """stats[0] += the decoder's MACs (exact zeros of D count as none, as in sparsity.macs),
+    stats[1] += its active inputs."""
+    for a in range(n_x):
+        stats[0] += col_nnz[x_active[a]]
+    stats[1] += n_x
+
+
 @njit(cache=True, fastmath=FUSED, error_model="numpy")
 def decoder_logits(bias, weight_t, col_nnz, x, x_active, n_x, logits, scratch, stats):
     """logits = b + D·x over the active entries of x; returns log Σ exp(logits)."""
-    logits[:] = bias
     vocab = logits.shape[0]
-    _add_columns(logits, 0, vocab, weight_t, x, x_active, n_x)
-    for a in range(n_x):  # exact zeros of D count as no MACs, as in sparsity.macs
-        stats[0] += col_nnz[x_active[a]]
-    stats[1] += n_x
-    top, total = _shifted_exp_sum(logits, 0, vocab, scratch)
+    top, total = _logits_part(logits, 0, vocab, bias, weight_t, x, x_active, n_x, scratch)
+    _count_decoder(stats, col_nnz, x_active, n_x)
     return top + math.log(total)

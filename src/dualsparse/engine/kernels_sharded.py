@@ -21,15 +21,15 @@ import math
 
 from dualsparse.engine.kernels import (
     FUSED,
-    _add_columns,
+    _count_decoder,
     _count_inputs,
     _egru_units,
     _gru_units,
+    _logits_part,
     _lstm_units,
     _products,
     _reset_gated,
     _scatter,
-    _shifted_exp_sum,
     njit,
     numba,
 )
@@ -164,14 +164,12 @@ def decoder_logits_sharded(
     """``decoder_logits`` with the vocabulary split at ``bounds`` across threads."""
     for s in numba.prange(bounds.shape[0] - 1):
         lo, hi = bounds[s], bounds[s + 1]
-        logits[lo:hi] = bias[lo:hi]
-        _add_columns(logits, lo, hi, weight_t, x, x_active, n_x)
-        part_max[s], part_sum[s] = _shifted_exp_sum(logits, lo, hi, scratch)
+        part_max[s], part_sum[s] = _logits_part(
+            logits, lo, hi, bias, weight_t, x, x_active, n_x, scratch
+        )
     top = part_max.max()
     total = 0.0
     for s in range(part_max.shape[0]):
         total += part_sum[s] * math.exp(part_max[s] - top)
-    for a in range(n_x):
-        stats[0] += col_nnz[x_active[a]]
-    stats[1] += n_x
+    _count_decoder(stats, col_nnz, x_active, n_x)
     return top + math.log(total)
