@@ -1,16 +1,20 @@
 """Atomic file writes: a reader never sees half a file, a crash never leaves one.
 
 Everything dualsparse writes goes to a temporary file in the target's directory
-first and is renamed into place with ``os.replace`` (atomic on POSIX).
+first and is renamed into place with ``os.replace`` (atomic on POSIX). JSON it
+reads back goes through ``read_json``, so a damaged file is one line, not a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from dualsparse.errors import DualsparseError
 
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -31,3 +35,12 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[IO[bytes]], Non
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON value in ``path``; if the file is not JSON, a DualsparseError naming it and
+    ``fix`` (what the user should do about it)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        raise DualsparseError(f"{path} is not JSON; {fix}") from None

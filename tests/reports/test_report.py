@@ -176,3 +176,8 @@ def test_report_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "x.json is not JSON" in err and "Traceback" not in err
+    (tmp_path / "results" / "x.json").write_text("{}")
+    (tmp_path / "sweep.json").write_bytes(b"\xff\xfe half a file")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.json is not JSON; move it away" in err and "Traceback" not in err

@@ -8,12 +8,11 @@ import csv
 import datetime as dt
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from dualsparse.errors import DualsparseError
-from dualsparse.fileio import atomic_write_text
+from dualsparse.fileio import atomic_write_text, read_json
 from dualsparse.reports import figures, tables
 from dualsparse.reports.paper import DATASETS, NAMES, TABLE_NUMBER, paper_rows
 from dualsparse.sweeps.runner import status_counts
@@ -133,7 +132,11 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
     if not sweep_dir.is_dir():
         raise DualsparseError(f"{sweep_dir} is not a directory; give a sweep's --out directory")
     state_path = sweep_dir / "sweep.json"
-    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    state = (
+        read_json(state_path, "move it away (the report then reads results/ alone)")
+        if state_path.is_file()
+        else {}
+    )
     records = tables.load_results(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)

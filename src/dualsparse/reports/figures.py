@@ -3,12 +3,12 @@ decay vs perplexity and activity, Fig. 4/5 activity distributions per layer."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dualsparse.fileio import read_json
 from dualsparse.reports.paper import PaperRow, paper_dense_lstm_macs
 from dualsparse.reports.tables import Cell, reduction, reference_lstm
 from dualsparse.sparsity.plots import new_figure, save_figure
@@ -125,7 +125,7 @@ def _activity(record: dict[str, Any]) -> dict[str, Any] | None:
     path = Path(record["activity"]["file"])
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path, "delete the run's results file and run the sweep again")
 
 
 def activity_pair(all_cells: list[Cell]) -> list[tuple[str, dict[str, Any]]]:

@@ -3,13 +3,13 @@ decay and sparsity target, with statistics over seeds."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dualsparse.errors import DualsparseError
+from dualsparse.fileio import read_json
 
 
 @dataclass
@@ -59,15 +59,7 @@ def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
             f"{sweep_dir} has no finished runs (results/*.json); run `dualsparse sweep SPEC "
             f"--out {sweep_dir}` first"
         )
-    records = []
-    for path in files:
-        try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except ValueError:
-            raise DualsparseError(
-                f"{path} is not JSON; delete it and run the sweep again"
-            ) from None
-    return records
+    return [read_json(path, "delete it and run the sweep again") for path in files]
 
 
 def cells(records: list[dict[str, Any]]) -> list[Cell]:
@@ -177,12 +169,7 @@ def bench_results(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     folder = sweep_dir / "bench"
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DualsparseError(
-                f"{path} is not JSON; write it with dualsparse bench --json"
-            ) from None
+        data = read_json(path, "write it with dualsparse bench --json")
         if "rows" not in data or "model" not in data:
             raise DualsparseError(f"{path} is not a `dualsparse bench --json` result")
         out.append((path.stem, data))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dualsparse.errors import DualsparseError
-from dualsparse.fileio import atomic_write_text
+from dualsparse.fileio import atomic_write_text, read_json
 from dualsparse.sweeps.spec import Job, SweepSpec
 
 LOG_TAIL = 15
@@ -260,12 +260,7 @@ def data_arguments(data: str | None, dataset: str | None, cache_dir: str | None)
 def _load_state(out: Path, spec: SweepSpec) -> dict[str, Any]:
     path = out / "sweep.json"
     if path.exists():
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DualsparseError(
-                f"{path} is damaged (not JSON); move it away to restart"
-            ) from None
+        state = read_json(path, "the sweep state is damaged: move it away to restart")
         if state.get("name") != spec.name:
             raise DualsparseError(
                 f"{out} holds the sweep {state.get('name')!r}, not {spec.name!r}; "
