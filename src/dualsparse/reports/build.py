@@ -160,6 +160,12 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
         doc.text(description.strip())
     paths: dict[str, Path] = {}
 
+    def table_with_csv(name: str, columns: list[str], rows: list[list[str]]) -> None:
+        """The table in the document, and the same rows as OUT/NAME.csv."""
+        doc.table(columns, rows)
+        paths[f"{name}_csv"] = out / f"{name}.csv"
+        atomic_write_text(paths[f"{name}_csv"], _csv_text(columns, rows))
+
     doc.heading("Table: perplexity and effective MACs per model and weight sparsity")
     doc.text(
         "As the paper's Tables 2 and 3: RNN MACs per token are the exact event-driven count "
@@ -174,10 +180,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
         + "; perplexities are min and mean ± std (sample) over seeds; test at batch 1; "
         "activity is per layer on the validation split."
     )
-    main = tables.main_table(cells)
-    doc.table(tables.MAIN_COLUMNS, main)
-    paths["table_csv"] = out / "table.csv"
-    atomic_write_text(paths["table_csv"], _csv_text(tables.MAIN_COLUMNS, main))
+    table_with_csv("table", tables.MAIN_COLUMNS, tables.main_table(cells))
     if published:
         number = TABLE_NUMBER[dataset]
         doc.heading(f"Published: Table {number} ({NAMES[dataset]}), 15 seeds", 3)
@@ -231,12 +234,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
         "the nonzeros of its weight column. A ratio above 1: the units that fire more often "
         "keep more of their weights."
     )
-    independence = tables.independence_table(cells)
-    doc.table(tables.INDEPENDENCE_COLUMNS, independence)
-    paths["independence_csv"] = out / "independence.csv"
-    atomic_write_text(
-        paths["independence_csv"], _csv_text(tables.INDEPENDENCE_COLUMNS, independence)
-    )
+    table_with_csv("independence", tables.INDEPENDENCE_COLUMNS, tables.independence_table(cells))
     benches = tables.bench_results(sweep_dir)
     if benches:
         doc.heading("Measured inference speed (dualsparse bench)")
@@ -246,10 +244,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
             "bench run, beside the MAC ratio, and over the dense model of the run's own size "
             "and type (fused addmv per step)."
         )
-        bench = tables.bench_table(benches)
-        doc.table(tables.BENCH_COLUMNS, bench)
-        paths["bench_csv"] = out / "bench.csv"
-        atomic_write_text(paths["bench_csv"], _csv_text(tables.BENCH_COLUMNS, bench))
+        table_with_csv("bench", tables.BENCH_COLUMNS, tables.bench_table(benches))
     failed = [(n, r) for n, r in jobs.items() if r["status"] in ("failed", "skipped")]
     if failed:
         doc.heading("Runs that did not finish")
