@@ -20,6 +20,10 @@ from tqdm.auto import tqdm
 from dualsparse.data.batching import batchify, get_batch
 from dualsparse.models.lm import LanguageModel, detach_state
 
+# Window length for every measurement that walks a split (evaluation, activity, MACs,
+# engine comparisons): AWD-LSTM's bptt. The state is carried across windows, so the
+# window length changes only where the graph is cut, not the numbers measured.
+DEFAULT_BPTT = 70
 
 @dataclass
 class EvalResult:
@@ -40,7 +44,7 @@ def evaluate(
     model: LanguageModel,
     data: torch.Tensor,
     batch_size: int,
-    bptt: int = 70,
+    bptt: int = DEFAULT_BPTT,
     *,
     split: str = "",
     progress: bool = False,
