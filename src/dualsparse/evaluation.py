@@ -21,8 +21,7 @@ from dualsparse.data.batching import batchify, get_batch
 from dualsparse.models.lm import LanguageModel, detach_state
 
 # Window length for every measurement that walks a split (evaluation, activity, MACs,
-# engine comparisons): AWD-LSTM's bptt. The state is carried across windows, so the
-# window length changes only where the graph is cut, not the numbers measured.
+# engine comparisons): AWD-LSTM's bptt.
 DEFAULT_BPTT = 70
 
 @dataclass
