@@ -26,8 +26,11 @@ def sigmoid(a: float) -> float:
     return 1.0 / (1.0 + math.exp(-a))
 
 
-def numpy_egru(x, w_ih, w_hh, bias, theta, c0, y0):
-    """EGRU eqs. unit by unit: returns y [T,B,H], ĉ [T,B,H], c_T, y_T (float64)."""
+def numpy_egru(x, w_ih, w_hh, bias, theta, c0, y0, bias_hz=None):
+    """EGRU eqs. unit by unit: returns y [T,B,H], ĉ [T,B,H], c_T, y_T (float64).
+
+    With ``bias_hz`` the candidate is the reset-after form tanh(W_z x + b_z + r·(U_z y + b_hz)).
+    """
     steps, batch, n_in = x.shape
     hidden = theta.shape[0]
     ys, c_pres = np.zeros((steps, batch, hidden)), np.zeros((steps, batch, hidden))
@@ -50,7 +53,11 @@ def numpy_egru(x, w_ih, w_hh, bias, theta, c0, y0):
             for i in range(hidden):
                 u = sigmoid(bias[i] + dot(i, w_ih, x[t, b]) + dot(i, w_hh, y[b]))
                 row_z = 2 * hidden + i
-                z = math.tanh(bias[row_z] + dot(row_z, w_ih, x[t, b]) + dot(row_z, w_hh, r_y))
+                if bias_hz is None:
+                    recurrent = dot(row_z, w_hh, r_y)
+                else:
+                    recurrent = r[i] * (dot(row_z, w_hh, y[b]) + bias_hz[i])
+                z = math.tanh(bias[row_z] + dot(row_z, w_ih, x[t, b]) + recurrent)
                 c_pre = u * z + (1.0 - u) * c[b, i]
                 event = 1.0 if c_pre - theta[i] > 0 else 0.0
                 y_next[b, i] = c_pre * event
@@ -66,10 +73,11 @@ def labelled(name: str):
     return lambda detail: f"{name}: {detail}"
 
 
+@pytest.mark.parametrize("reset_after", [False, True])
 @pytest.mark.parametrize("threshold", [0.0, 0.1, 0.25])
-def test_layer_forward_matches_unit_by_unit_reference(threshold):
+def test_layer_forward_matches_unit_by_unit_reference(threshold, reset_after):
     torch.manual_seed(0)
-    layer = EGRULayer(4, 5).double()
+    layer = EGRULayer(4, 5, reset_after=reset_after).double()
     with torch.no_grad():
         layer.threshold.fill_(threshold)
     g = torch.Generator().manual_seed(1)
@@ -86,6 +94,7 @@ def test_layer_forward_matches_unit_by_unit_reference(threshold):
         layer.threshold.detach().numpy(),
         c0.numpy(),
         y0.numpy(),
+        layer.bias_hz.detach().numpy() if reset_after else None,
     )
     for ours, theirs in zip((y_seq, c_pre, c_last, y_last), ref, strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-12)
@@ -124,30 +133,53 @@ def test_heaviside_surrogate_forward_is_step_backward_is_triangle():
     np.testing.assert_allclose(x.grad.numpy(), upstream.numpy() * triangle, atol=1e-12)
 
 
-def egru_inputs(seed: int, steps: int = 7, batch: int = 3, hidden: int = 4):
+NAMES = ["x", "weight_ih", "bias", "weight_hh", "bias_hz", "threshold", "c0", "y0"]
+
+
+def egru_inputs(
+    seed: int, steps: int = 7, batch: int = 3, hidden: int = 4, n_in: int = 5, reset_after=False
+):
+    """Arguments of EGRUSequence before width, dampening and clip (bias_hz None: paper)."""
     g = torch.Generator().manual_seed(seed)
-    f64 = torch.float64
+
+    def randn(*shape, scale=1.0):
+        return scale * torch.randn(*shape, generator=g, dtype=torch.float64)
+
     return [
-        torch.randn(steps, batch, 3 * hidden, generator=g, dtype=f64),  # x_proj
-        0.5 * torch.randn(3 * hidden, hidden, generator=g, dtype=f64),  # weight_hh
-        0.3 * torch.rand(hidden, generator=g, dtype=f64),  # threshold
-        0.3 * torch.randn(batch, hidden, generator=g, dtype=f64),  # c0
-        0.3 * torch.randn(batch, hidden, generator=g, dtype=f64),  # y0
+        randn(steps, batch, n_in),  # x
+        randn(3 * hidden, n_in, scale=0.5),  # weight_ih
+        randn(3 * hidden, scale=0.3),  # bias
+        randn(3 * hidden, hidden, scale=0.5),  # weight_hh
+        randn(hidden, scale=0.5) if reset_after else None,  # bias_hz
+        0.3 * torch.rand(hidden, generator=g, dtype=torch.float64),  # threshold
+        randn(batch, hidden, scale=0.3),  # c0
+        randn(batch, hidden, scale=0.3),  # y0
     ]
 
 
+def leaves_of(inputs):
+    return [None if t is None else t.clone().requires_grad_() for t in inputs]
+
+
+def grads_of(loss, leaves):
+    present = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(loss, present))
+    return [None if t is None else next(grads) for t in leaves]
+
+
+@pytest.mark.parametrize("reset_after", [False, True])
 @pytest.mark.parametrize("used", ["all", "sequence", "final-state"])
-def test_fused_backward_matches_autograd_through_reference(used):
+def test_fused_backward_matches_autograd_through_reference(used, reset_after):
     width, dampening = 0.3, 1.7  # wide: many ĉ fall inside the surrogate's support
-    inputs = egru_inputs(seed=2)
+    inputs = egru_inputs(seed=2, reset_after=reset_after)
     g = torch.Generator().manual_seed(3)
     weight_y, weight_c, weight_y_last = (
         torch.randn(s, generator=g, dtype=torch.float64) for s in ((7, 3, 4), (3, 4), (3, 4))
     )
 
-    def run(function):
-        leaves = [t.clone().requires_grad_() for t in inputs]
-        y_seq, c_pre, c_last, y_last = function(*leaves, width, dampening)
+    def run(function, *extra):
+        leaves = leaves_of(inputs)
+        y_seq, c_pre, c_last, y_last = function(*leaves, width, dampening, *extra)
         loss = {
             "all": (y_seq * weight_y).sum()
             + (c_last * weight_c).sum()
@@ -155,39 +187,125 @@ def test_fused_backward_matches_autograd_through_reference(used):
             "sequence": (y_seq * weight_y).sum(),
             "final-state": (c_last * weight_c).sum() + (y_last * weight_y_last).sum(),
         }[used]
-        grads = torch.autograd.grad(loss, leaves)
-        return (y_seq, c_pre, c_last, y_last), grads
+        return (y_seq, c_pre, c_last, y_last), grads_of(loss, leaves)
 
-    fused_out, fused_grads = run(EGRUSequence.apply)
+    fused_out, fused_grads = run(EGRUSequence.apply, 0.0)
     ref_out, ref_grads = run(egru_sequence_reference)
     for ours, theirs in zip(fused_out, ref_out, strict=True):
         torch.testing.assert_close(ours, theirs.detach(), rtol=0, atol=1e-13)
-    c_pre, threshold = ref_out[1].detach(), inputs[2]
+    c_pre, threshold = ref_out[1].detach(), inputs[5]
     assert ((c_pre - threshold).abs() < width).any(), "the surrogate path is not exercised"
-    names = ["x_proj", "weight_hh", "threshold", "c0", "y0"]
-    for name, ours, theirs in zip(names, fused_grads, ref_grads, strict=True):
+    for name, ours, theirs in zip(NAMES, fused_grads, ref_grads, strict=True):
+        if theirs is None:
+            assert ours is None, name
+            continue
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=labelled(name))
-    assert fused_grads[2].abs().sum() > 0
+    assert fused_grads[5].abs().sum() > 0
 
 
 def test_threshold_gradient_flows_through_the_pseudo_derivative():
     """One step, loss Σ y = Σ ĉ·H(ĉ − θ): only H' links the loss to θ (the reset is unused)."""
     inputs = egru_inputs(seed=4, steps=1)
     c_pre = egru_sequence_reference(*inputs, 0.3, 1.0)[1][0]
-    margin = (c_pre - inputs[2]).abs().min().item()
+    margin = (c_pre - inputs[5]).abs().min().item()
     assert margin > 1e-6
     for width, dampening in ((0.3, 1.0), (1e-6, 1.0)):
-        threshold = inputs[2].clone().requires_grad_()
-        y_seq = EGRUSequence.apply(
-            inputs[0], inputs[1], threshold, inputs[3], inputs[4], width, dampening
-        )[0]
+        leaves = list(inputs)
+        leaves[5] = threshold = inputs[5].clone().requires_grad_()
+        y_seq = EGRUSequence.apply(*leaves, width, dampening, 0.0)[0]
         y_seq.sum().backward()
-        expected = -(c_pre * surrogate_heaviside_grad(c_pre - inputs[2], width, dampening)).sum(0)
+        expected = -(c_pre * surrogate_heaviside_grad(c_pre - inputs[5], width, dampening)).sum(0)
         torch.testing.assert_close(threshold.grad, expected, rtol=1e-12, atol=1e-14)
         if width > margin:
             assert threshold.grad.abs().sum() > 0
         else:  # no ĉ within a tiny width of θ: a true step has no gradient here
             assert threshold.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_fused_gradients_pass_gradcheck_where_no_event_flips(reset_after):
+    """With a surrogate narrower than every |ĉ − θ| the layer is smooth around the point,
+    so the hand-written backward must equal float64 central differences (gradcheck)."""
+    for seed in range(30):
+        inputs = egru_inputs(seed=seed, steps=4, batch=2, hidden=3, n_in=3, reset_after=reset_after)
+        c_pre = egru_sequence_reference(*inputs, 1e-9, 1.0)[1]
+        if (c_pre - inputs[5]).abs().min() > 1e-3:
+            break
+    else:
+        pytest.fail("no seed kept every ĉ away from θ")
+    assert 0 < (c_pre > inputs[5]).double().mean() < 1  # events on some steps, not all
+    leaves = leaves_of(inputs)
+
+    def function(*args):
+        y_seq, _, c_last, y_last = EGRUSequence.apply(*args, 1e-9, 1.0, 0.0)
+        return y_seq, c_last, y_last
+
+    assert torch.autograd.gradcheck(function, leaves, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_layer_grad_clip_scales_the_layers_gradients_by_their_joint_norm(reset_after):
+    """EvNN egru.cc lines 398-425: after BPTT, the gradients of W, U, biases, θ and y0 are
+    scaled together to joint norm ≤ max; the gradient to the layer below (dx) is not."""
+    inputs = egru_inputs(seed=6, reset_after=reset_after)
+    weight = torch.randn(7, 3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    def grads(max_norm):
+        leaves = leaves_of(inputs)
+        y_seq = EGRUSequence.apply(*leaves, 0.3, 1.7, max_norm)[0]
+        return dict(zip(NAMES, grads_of((y_seq * weight).sum(), leaves), strict=True))
+
+    free = grads(0.0)
+    counted = ["weight_ih", "bias", "weight_hh", "threshold", "y0"]
+    counted += ["bias_hz"] if reset_after else []
+    norm = math.sqrt(sum(float(free[n].pow(2).sum()) for n in counted))
+    assert norm > 1.0
+    clipped = grads(0.5)
+    scale = 0.5 / (norm + 1e-6)
+    for name in NAMES:
+        if free[name] is None:
+            continue
+        expected = free[name] if name == "x" else free[name] * scale
+        torch.testing.assert_close(clipped[name], expected, rtol=1e-12, atol=1e-15)
+    joint = math.sqrt(sum(float(clipped[n].pow(2).sum()) for n in counted))
+    assert joint == pytest.approx(0.5, rel=1e-5)
+    loose = grads(10 * norm)  # a bound above the norm changes nothing
+    for name in NAMES:
+        if free[name] is not None:
+            assert torch.equal(loose[name], free[name]), name
+
+
+def test_constrain_keeps_thresholds_in_the_unit_interval():
+    layer = EGRULayer(2, 5)
+    with torch.no_grad():
+        layer.threshold.copy_(torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.7]))
+    layer.constrain_()
+    assert layer.threshold.tolist() == pytest.approx([0.0, 0.0, 0.3, 1.0, 1.0])
+    assert isinstance(layer.threshold, torch.nn.Parameter) and layer.threshold.requires_grad
+
+
+def test_xavier_normal_init_draws_the_reference_spread_and_zero_biases():
+    torch.manual_seed(0)
+    layer = EGRULayer(300, 200, weight_init="xavier_normal", reset_after=True)
+    # fans of the stacked matrices: [600, 300] and [600, 200]
+    for weight, fans in ((layer.weight_ih, 600 + 300), (layer.weight_hh, 600 + 200)):
+        assert weight.std().item() == pytest.approx(math.sqrt(2 / fans), rel=0.02)
+        assert abs(weight.mean().item()) < 0.01
+    assert torch.all(layer.bias == 0) and torch.all(layer.bias_hz == 0)
+
+
+def test_uniform_init_keeps_the_random_stream_of_earlier_versions():
+    """Default layers draw W_ih, W_hh, b from U(±1/√H) then θ, in this order, as before."""
+    torch.manual_seed(3)
+    layer = EGRULayer(4, 6)
+    torch.manual_seed(3)
+    bound = 1 / math.sqrt(6)
+    expected = [torch.empty(18, 4), torch.empty(18, 6), torch.empty(18)]
+    for t in expected:
+        t.uniform_(-bound, bound)
+    for ours, theirs in zip((layer.weight_ih, layer.weight_hh, layer.bias), expected, strict=True):
+        assert torch.equal(ours.detach(), theirs)
+    assert layer.bias_hz is None and "bias_hz" not in dict(layer.named_parameters())
 
 
 def tiny_lm(seed: int, surrogate_width: float) -> LanguageModel:

@@ -8,18 +8,19 @@ dropped recurrent weight for one call and pruning sees plain parameters.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
+
+from dualsparse.models.init import init_rnn_parameters
 
 
 class _TorchRNNLayer(nn.Module):
     gates: int = 1
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int, hidden_size: int, *, weight_init: str = "uniform") -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_init = weight_init
         g = self.gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(g, input_size))
         self.weight_hh = nn.Parameter(torch.empty(g, hidden_size))
@@ -28,9 +29,7 @@ class _TorchRNNLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        init_rnn_parameters(self.parameters(), self.hidden_size, self.weight_init)
 
     def _weights(self, weight_hh: Tensor | None) -> list[Tensor]:
         w_hh = self.weight_hh if weight_hh is None else weight_hh

@@ -16,8 +16,14 @@ H has the triangular pseudo-derivative (the surrogate gradient)
 with half-width ε (``surrogate_width``) and dampening γ (``surrogate_dampening``).
 The surrogate is used wherever H appears (in y and in the reset).
 
+``reset_after`` (``model.reset_after``) switches the candidate to the EvNN reference's
+z = tanh(W_z x_t + b_z + r * (U_z y_{t-1} + b_hz)) (frameworks/pytorch/egru.py,
+``EGRUScript`` line 120; lib/egru_forward_cpu.cc line 69), torch.nn.GRU's form: the reset
+gate acts after the recurrent product, which has a bias b_hz of its own. The products
+U_z y and U_z (r * y) read the same nonzero inputs, so event MACs are the same.
+
 Speed: the recurrence is one custom autograd Function over the whole sequence.
-The input projections W x_t + b of all steps are one matrix product outside the
+The input projections W x_t + b of all steps are one matrix product before the
 loop; inside, a step costs two small matmuls and a few fused elementwise ops, and
 the backward pass is written by hand (no autograd graph of T·10 nodes), with the
 recurrent weight gradients accumulated as a single matmul over all steps.
@@ -25,10 +31,10 @@ recurrent weight gradients accumulated as a single matmul over all steps.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
+
+from dualsparse.models.init import init_rnn_parameters
 
 
 def surrogate_heaviside_grad(x: Tensor, width: float, dampening: float) -> Tensor:
@@ -52,23 +58,34 @@ class HeavisideSurrogate(torch.autograd.Function):
 
 
 def egru_sequence_reference(
-    x_proj: Tensor,
+    x: Tensor,
+    weight_ih: Tensor,
+    bias: Tensor,
     weight_hh: Tensor,
+    bias_hz: Tensor | None,
     threshold: Tensor,
     c0: Tensor,
     y0: Tensor,
     width: float,
     dampening: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Plain-autograd EGRU over a sequence (slow; for gradient checks of the fused version)."""
+    """Plain-autograd EGRU over a sequence (slow; for gradient checks of the fused version).
+
+    ``bias_hz`` None: the paper's candidate tanh(W_z x + U_z (r·y) + b_z); a tensor: the
+    reset gate after the recurrent product, tanh(W_z x + b_z + r·(U_z y + b_hz)).
+    """
     hidden = threshold.shape[0]
+    x_proj = torch.nn.functional.linear(x, weight_ih, bias)
     w_ur, w_z = weight_hh[: 2 * hidden], weight_hh[2 * hidden :]
     c, y = c0, y0
     ys, cs = [], []
     for t in range(x_proj.shape[0]):
         ur = torch.sigmoid(x_proj[t, :, : 2 * hidden] + y @ w_ur.t())
         u, r = ur[:, :hidden], ur[:, hidden:]
-        z = torch.tanh(x_proj[t, :, 2 * hidden :] + (r * y) @ w_z.t())
+        if bias_hz is None:
+            z = torch.tanh(x_proj[t, :, 2 * hidden :] + (r * y) @ w_z.t())
+        else:
+            z = torch.tanh(x_proj[t, :, 2 * hidden :] + r * (y @ w_z.t() + bias_hz))
         c_pre = u * z + (1 - u) * c
         e = HeavisideSurrogate.apply(c_pre - threshold, width, dampening)
         y = c_pre * e
@@ -79,19 +96,49 @@ def egru_sequence_reference(
 
 
 class EGRUSequence(torch.autograd.Function):
-    """Fused EGRU recurrence: forward loop over time, hand-written backward (BPTT)."""
+    """Fused EGRU layer over a sequence: forward loop over time, hand-written backward (BPTT).
+
+    Arguments: x [T,B,I], weight_ih [3H,I], bias [3H], weight_hh [3H,H], bias_hz [H] or
+    None (None: the paper's candidate; a tensor: the reference's reset-after candidate),
+    threshold [H], c0, y0 [B,H], surrogate width and dampening, and ``max_grad_norm``.
+
+    ``max_grad_norm`` > 0 is the EvNN reference's per-layer clip (frameworks/pytorch/egru.cc,
+    egru_backward_cpu, lines 398-425): after the whole window's BPTT, the gradients of the
+    layer's parameters and of its initial y are scaled together by min(1, max / (norm + 1e-6)),
+    norm their joint L2 norm; the gradient passed to the layer below (dx) is not scaled.
+    The gradient of c0 (the reference has none: its c starts at 0) is scaled alike but not
+    counted in the norm.
+    """
 
     @staticmethod
-    def forward(ctx, x_proj, weight_hh, threshold, c0, y0, width, dampening):
-        steps, batch, three_h = x_proj.shape
-        hidden = three_h // 3
+    def forward(
+        ctx,
+        x,
+        weight_ih,
+        bias,
+        weight_hh,
+        bias_hz,
+        threshold,
+        c0,
+        y0,
+        width,
+        dampening,
+        max_grad_norm,
+    ):
+        steps, batch, n_in = x.shape
+        hidden = threshold.shape[0]
+        reset_after = bias_hz is not None
+        x_proj = torch.addmm(bias, x.reshape(steps * batch, n_in), weight_ih.t())
+        x_proj = x_proj.view(steps, batch, 3 * hidden)
         w_ur, w_z = weight_hh[: 2 * hidden], weight_hh[2 * hidden :]
         w_ur_t, w_z_t = w_ur.t(), w_z.t()
-        ys = x_proj.new_empty(steps + 1, batch, hidden)  # ys[0] = y0, ys[t+1] = y_t
-        cs = x_proj.new_empty(steps + 1, batch, hidden)  # post-reset c, cs[0] = c0
-        c_pre_all = x_proj.new_empty(steps, batch, hidden)
-        ur_all = x_proj.new_empty(steps, batch, 2 * hidden)
-        z_all = x_proj.new_empty(steps, batch, hidden)
+        ys = x.new_empty(steps + 1, batch, hidden)  # ys[0] = y0, ys[t+1] = y_t
+        cs = x.new_empty(steps + 1, batch, hidden)  # post-reset c, cs[0] = c0
+        c_pre_all = x.new_empty(steps, batch, hidden)
+        ur_all = x.new_empty(steps, batch, 2 * hidden)
+        z_all = x.new_empty(steps, batch, hidden)
+        # reset-after: U_z y + b_hz of every step (the reset gate's gradient needs it)
+        rec_z_all = x.new_empty(steps, batch, hidden) if reset_after else None
         ys[0].copy_(y0)
         cs[0].copy_(c0)
         for t in range(steps):
@@ -99,15 +146,22 @@ class EGRUSequence(torch.autograd.Function):
             ur = torch.addmm(x_proj[t, :, : 2 * hidden], y_prev, w_ur_t, out=ur_all[t])
             ur.sigmoid_()
             u, r = ur[:, :hidden], ur[:, hidden:]
-            z = torch.addmm(x_proj[t, :, 2 * hidden :], r * y_prev, w_z_t, out=z_all[t])
+            if reset_after:
+                rec_z = torch.addmm(bias_hz, y_prev, w_z_t, out=rec_z_all[t])
+                z = torch.addcmul(x_proj[t, :, 2 * hidden :], r, rec_z, out=z_all[t])
+            else:
+                z = torch.addmm(x_proj[t, :, 2 * hidden :], r * y_prev, w_z_t, out=z_all[t])
             z.tanh_()
             # ĉ = c_prev + u (z − c_prev)
             c_pre = torch.addcmul(c_prev, u, z - c_prev, out=c_pre_all[t])
             event = c_pre > threshold
             torch.mul(c_pre, event, out=ys[t + 1])
             torch.sub(c_pre, threshold * event, out=cs[t + 1])
-        ctx.save_for_backward(weight_hh, threshold, ys, cs, c_pre_all, ur_all, z_all)
-        ctx.width, ctx.dampening = width, dampening
+        ctx.save_for_backward(
+            x, weight_ih, weight_hh, threshold, ys, cs, c_pre_all, ur_all, z_all, rec_z_all
+        )
+        ctx.width, ctx.dampening, ctx.max_grad_norm = width, dampening, max_grad_norm
+        ctx.reset_after = reset_after
         y_seq = ys[1:]
         c_last, y_last = cs[-1].clone(), ys[-1].clone()
         ctx.mark_non_differentiable(c_pre_all)
@@ -115,11 +169,17 @@ class EGRUSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y_seq, _grad_c_pre, grad_c_last, grad_y_last):
-        weight_hh, threshold, ys, cs, c_pre_all, ur_all, z_all = ctx.saved_tensors
+        x, weight_ih, weight_hh, threshold, ys, cs, c_pre_all, ur_all, z_all, rec_z_all = (
+            ctx.saved_tensors
+        )
         steps, batch, hidden = c_pre_all.shape
+        reset_after = ctx.reset_after
         w_ur, w_z = weight_hh[: 2 * hidden], weight_hh[2 * hidden :]
-        grad_x = grad_y_seq.new_empty(steps, batch, 3 * hidden)
-        r_y_all = grad_y_seq.new_empty(steps, batch, hidden)
+        grad_x_proj = c_pre_all.new_empty(steps, batch, 3 * hidden)
+        # per step, the gradient reaching U_z's output and the vector U_z multiplies:
+        # paper (da_z, r·y); reset-after (da_z·r, y), whose y is ys[:-1]
+        grad_rec_z = c_pre_all.new_empty(steps, batch, hidden)
+        r_y_all = None if reset_after else c_pre_all.new_empty(steps, batch, hidden)
         grad_threshold = torch.zeros_like(threshold)
         dy_rec = grad_y_last if grad_y_last is not None else torch.zeros_like(ys[0])
         dc = grad_c_last if grad_c_last is not None else torch.zeros_like(cs[0])
@@ -142,19 +202,55 @@ class EGRUSequence(torch.autograd.Function):
             du = d_c_pre * (z - c_prev)
             dz = d_c_pre * u
             dc = d_c_pre - d_c_pre * u
-            g = grad_x[t]
+            g = grad_x_proj[t]
             da_z = torch.mul(dz, 1 - z * z, out=g[:, 2 * hidden :])
-            r_y = torch.mul(r, y_prev, out=r_y_all[t])
-            d_ry = da_z @ w_z
-            da_u = torch.mul(du, u * (1 - u), out=g[:, :hidden])
-            torch.mul(d_ry * y_prev, r * (1 - r), out=g[:, hidden : 2 * hidden])
-            dy_rec = torch.addmm(d_ry * r, g[:, : 2 * hidden], w_ur)
-            del r_y, da_u
-        flat_g = grad_x.reshape(steps * batch, 3 * hidden)
-        grad_w = torch.empty_like(weight_hh)
-        torch.mm(flat_g[:, : 2 * hidden].t(), ys[:-1].reshape(-1, hidden), out=grad_w[: 2 * hidden])
-        torch.mm(flat_g[:, 2 * hidden :].t(), r_y_all.reshape(-1, hidden), out=grad_w[2 * hidden :])
-        return grad_x, grad_w, grad_threshold, dc, dy_rec, None, None
+            torch.mul(du, u * (1 - u), out=g[:, :hidden])
+            if reset_after:  # a_z = W_z x + b_z + r·(U_z y + b_hz)
+                d_rec = torch.mul(da_z, r, out=grad_rec_z[t])
+                dr = da_z * rec_z_all[t]
+                dy_rec = d_rec @ w_z
+            else:  # a_z = W_z x + b_z + U_z (r·y)
+                torch.mul(r, y_prev, out=r_y_all[t])
+                grad_rec_z[t].copy_(da_z)
+                d_ry = da_z @ w_z
+                dr = d_ry * y_prev
+                dy_rec = d_ry * r
+            torch.mul(dr, r * (1 - r), out=g[:, hidden : 2 * hidden])
+            dy_rec = torch.addmm(dy_rec, g[:, : 2 * hidden], w_ur)
+        flat_g = grad_x_proj.reshape(steps * batch, 3 * hidden)
+        y_prevs = ys[:-1].reshape(-1, hidden)
+        grad_w_hh = torch.empty_like(weight_hh)
+        torch.mm(flat_g[:, : 2 * hidden].t(), y_prevs, out=grad_w_hh[: 2 * hidden])
+        z_input = y_prevs if reset_after else r_y_all.reshape(-1, hidden)
+        torch.mm(grad_rec_z.reshape(-1, hidden).t(), z_input, out=grad_w_hh[2 * hidden :])
+        grad_bias_hz = grad_rec_z.sum((0, 1)) if reset_after else None
+        grad_w_ih = flat_g.t() @ x.reshape(steps * batch, -1)
+        grad_bias = flat_g.sum(0)
+        grad_x = (flat_g @ weight_ih).view_as(x) if ctx.needs_input_grad[0] else None
+        if ctx.max_grad_norm > 0:
+            counted = [grad_w_ih, grad_bias, grad_w_hh, grad_threshold, dy_rec]
+            if reset_after:
+                counted.append(grad_bias_hz)
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in counted]))
+            scale = torch.clamp(ctx.max_grad_norm / (norm + 1e-6), max=1.0)
+            grad_w_ih, grad_bias, grad_w_hh, grad_threshold, dy_rec, dc = (
+                g * scale for g in (grad_w_ih, grad_bias, grad_w_hh, grad_threshold, dy_rec, dc)
+            )
+            if reset_after:
+                grad_bias_hz = grad_bias_hz * scale
+        return (
+            grad_x,
+            grad_w_ih,
+            grad_bias,
+            grad_w_hh,
+            grad_bias_hz,
+            grad_threshold,
+            dc,
+            dy_rec,
+            None,
+            None,
+            None,
+        )
 
 
 class EGRULayer(nn.Module):
@@ -163,6 +259,11 @@ class EGRULayer(nn.Module):
     Parameters follow torch.nn.GRU's naming (``weight_ih``, ``weight_hh``, gate order
     u, r, z) so that DropConnect and pruning treat all three model types alike.
     The state is the pair (c, y); a zero state is the natural start.
+
+    ``reset_after`` gives the candidate the EvNN reference's form (and torch.nn.GRU's),
+    tanh(W_z x + b_z + r·(U_z y + b_hz)), with a recurrent bias ``bias_hz`` [H] of its
+    own; False keeps the paper's tanh(W_z x + U_z (r·y) + b_z). ``layer_grad_clip`` > 0
+    is the reference's per-layer clip of this layer's gradients (see ``EGRUSequence``).
     """
 
     def __init__(
@@ -173,23 +274,33 @@ class EGRULayer(nn.Module):
         threshold_init_mean: float = 0.01,
         surrogate_width: float = 1 / 3.6,
         surrogate_dampening: float = 3.6,
+        reset_after: bool = False,
+        layer_grad_clip: float = 0.0,
+        weight_init: str = "uniform",
     ) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.surrogate_width = surrogate_width
         self.surrogate_dampening = surrogate_dampening
         self.threshold_init_mean = threshold_init_mean
+        self.reset_after, self.layer_grad_clip = reset_after, layer_grad_clip
+        self.weight_init = weight_init
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.empty(3 * hidden_size))
         self.threshold = nn.Parameter(torch.empty(hidden_size))
+        if reset_after:
+            self.bias_hz = nn.Parameter(torch.empty(hidden_size))
+        else:
+            self.register_parameter("bias_hz", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in (self.weight_ih, self.weight_hh, self.bias):
-            nn.init.uniform_(weight, -bound, bound)
+        init_rnn_parameters(
+            (self.weight_ih, self.weight_hh, self.bias), self.hidden_size, self.weight_init
+        )
         # Beta(a, 3) with mean threshold_init_mean, as the EvNN reference initialises θ
+        # (frameworks/pytorch/egru.py lines 306-311)
         mean = self.threshold_init_mean
         with torch.no_grad():
             if 0.0 < mean < 1.0:
@@ -199,9 +310,12 @@ class EGRULayer(nn.Module):
                 self.threshold.copy_(beta.sample((self.hidden_size,)))
             else:
                 self.threshold.fill_(mean)
+        if self.bias_hz is not None:  # drawn last: the default layer's stream stays as it was
+            init_rnn_parameters((self.bias_hz,), self.hidden_size, self.weight_init)
 
     def constrain_(self) -> None:
-        """Keep thresholds in [0, 1] after an optimizer step (as the EvNN reference does)."""
+        """Keep thresholds in [0, 1] after an optimizer step (the EvNN reference clamps them
+        before every forward, frameworks/pytorch/egru.py line 409)."""
         with torch.no_grad():
             self.threshold.clamp_(0.0, 1.0)
 
@@ -223,20 +337,24 @@ class EGRULayer(nn.Module):
             state = self.init_state(x.shape[1])
         c0, y0 = state
         w_hh = self.weight_hh if weight_hh is None else weight_hh
-        x_proj = torch.nn.functional.linear(x, self.weight_ih, self.bias)
         y_seq, c_pre, c_last, y_last = EGRUSequence.apply(
-            x_proj.contiguous(),
+            x,
+            self.weight_ih,
+            self.bias,
             w_hh,
+            self.bias_hz,
             self.threshold,
             c0,
             y0,
             self.surrogate_width,
             self.surrogate_dampening,
+            self.layer_grad_clip,
         )
         return y_seq, (c_last, y_last), c_pre
 
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, surrogate_width={self.surrogate_width}, "
-            f"surrogate_dampening={self.surrogate_dampening}"
+            f"surrogate_dampening={self.surrogate_dampening}, reset_after={self.reset_after}, "
+            f"layer_grad_clip={self.layer_grad_clip}"
         )
