@@ -100,6 +100,10 @@ INVALID = [
     ("train.schedule=linear", "train.schedule"),
     ("train.betas=[0.9]", "train.betas"),
     ("train.device=tpu", "train.device"),
+    ("model.weight_init=kaiming", "model.weight_init"),
+    ("model.dropout_mask_shared_over=sequence", "model.dropout_mask_shared_over"),
+    ("model.layer_grad_clip=-0.1", "model.layer_grad_clip"),
+    ("model.reset_after=maybe", "model.reset_after"),
 ]
 
 
@@ -157,3 +161,44 @@ def test_resolve_config_wants_exactly_one_source(tmp_path):
         assert "exactly one of --preset" in error_message(resolve_config, preset, path, [])
     cfg = resolve_config("cpu-small-lstm", None, ["train.epochs=2"])
     assert cfg.model.type == "lstm" and cfg.train.epochs == 2
+
+
+REFERENCE_KEYS = {
+    "model": {
+        "reset_after": False,
+        "carry_local_state": True,
+        "layer_grad_clip": 0.0,
+        "weight_init": "uniform",
+        "dropout_mask_shared_over": "time",
+    },
+    "train": {"decay_thresholds": True},
+}
+
+
+def test_a_config_json_written_before_the_reference_options_loads_with_todays_behaviour():
+    """Old runs' config.json files lack the keys; they must load as they trained."""
+    old = RunConfig().to_dict()
+    for section, keys in REFERENCE_KEYS.items():
+        for key in keys:
+            del old[section][key]
+    cfg = RunConfig.from_dict(old)
+    for section, keys in REFERENCE_KEYS.items():
+        for key, value in keys.items():
+            assert getattr(getattr(cfg, section), key) == value, f"{section}.{key}"
+
+
+def test_reference_options_are_set_from_the_command_line():
+    cfg = apply_overrides(
+        RunConfig(),
+        [
+            "model.reset_after=true",
+            "model.carry_local_state=false",
+            "model.layer_grad_clip=0.1",
+            "model.weight_init=xavier_normal",
+            "model.dropout_mask_shared_over=batch",
+            "train.decay_thresholds=no",
+        ],
+    )
+    assert cfg.model.reset_after is True and cfg.model.carry_local_state is False
+    assert cfg.model.layer_grad_clip == 0.1 and cfg.model.weight_init == "xavier_normal"
+    assert cfg.model.dropout_mask_shared_over == "batch" and cfg.train.decay_thresholds is False

@@ -21,6 +21,8 @@ from dualsparse.errors import DualsparseError
 
 MODEL_TYPES = ("egru", "lstm", "gru")
 SCHEDULES = ("cosine", "constant")
+WEIGHT_INITS = ("uniform", "xavier_normal")
+DROPOUT_MASK_LAYOUTS = ("time", "batch")
 
 
 @dataclass
@@ -32,7 +34,16 @@ class ModelConfig:
     ``dropouti``); ``dropout_forward`` is locked dropout between RNN layers (AWD
     ``dropouth``); ``dropout_output`` is locked dropout on the last layer's output
     (AWD ``dropout``); ``dropout_connect`` is DropConnect on recurrent weights
-    (AWD ``wdrop``).
+    (AWD ``wdrop``). ``dropout_mask_shared_over``: "time" draws one locked-dropout mask
+    per sequence, shared over its time steps (AWD-LSTM); "batch" one per time step,
+    shared by the batch (the EvNN reference as run, benchmarks/lm/modules.py line 29).
+
+    Reference behaviours (docs/recipe.md; defaults keep dualsparse's own):
+    ``reset_after`` the candidate tanh(W_z x + b_z + r·(U_z y + b_hz)) instead of the
+    paper's tanh(W_z x + U_z (r·y) + b_z); ``carry_local_state`` False restarts the EGRU's
+    c at 0 at every window (only y is carried); ``layer_grad_clip`` > 0 clips each EGRU
+    layer's gradients by their joint norm inside the layer; ``weight_init``
+    "xavier_normal" draws weight matrices xavier-normal with zero biases.
     """
 
     type: str = "egru"
@@ -44,12 +55,17 @@ class ModelConfig:
     dropout_forward: float = 0.2
     dropout_output: float = 0.3
     dropout_connect: float = 0.3
+    dropout_mask_shared_over: str = "time"
+    weight_init: str = "uniform"
     # EGRU only
     threshold_init_mean: float = 0.01  # thresholds ~ Beta(a, 3) with this mean
     # triangular pseudo-derivative γ·max(0, 1 − |x|/ε); the EvNN reference's "width 3.6"
     # is its support parameter s = 1/ε, and it reuses 3.6 as the dampening γ
     surrogate_width: float = 0.2777778
     surrogate_dampening: float = 3.6
+    reset_after: bool = False
+    carry_local_state: bool = True
+    layer_grad_clip: float = 0.0  # 0 = off
     # activation regularisation on the last layer (AWD-LSTM AR / TAR)
     ar_alpha: float = 0.0
     tar_beta: float = 0.0
@@ -58,7 +74,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     """Optimisation. ``weight_decay`` applies to weight matrices, ``bias_decay`` to
-    biases and thresholds (the paper's activity knob, sec. 4.2)."""
+    biases and, with ``decay_thresholds``, thresholds (the paper's activity knob, sec. 4.2)."""
 
     batch_size: int = 32
     eval_batch_size: int = 10
@@ -71,6 +87,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     bias_decay: float = 0.0
     threshold_lr_scale: float = 1.0
+    decay_thresholds: bool = True
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     scheduler_start: int = 0
@@ -178,6 +195,19 @@ def validate(cfg: RunConfig) -> None:
         raise DualsparseError("model.surrogate_width must be > 0 and surrogate_dampening >= 0")
     if m.ar_alpha < 0 or m.tar_beta < 0:
         raise DualsparseError("model.ar_alpha and model.tar_beta must be >= 0")
+    if m.layer_grad_clip < 0:
+        raise DualsparseError(
+            f"model.layer_grad_clip = {m.layer_grad_clip} must be >= 0 (0 switches it off)"
+        )
+    if m.weight_init not in WEIGHT_INITS:
+        raise DualsparseError(
+            f"model.weight_init {m.weight_init!r} is unknown; choose one of {WEIGHT_INITS}"
+        )
+    if m.dropout_mask_shared_over not in DROPOUT_MASK_LAYOUTS:
+        raise DualsparseError(
+            f"model.dropout_mask_shared_over {m.dropout_mask_shared_over!r} is unknown; "
+            f"choose one of {DROPOUT_MASK_LAYOUTS}"
+        )
     positive = (
         "batch_size",
         "eval_batch_size",

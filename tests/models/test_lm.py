@@ -193,3 +193,127 @@ def test_parameter_groups_hold_each_parameter_once(kind):
     assert by_name["weights"]["weight_decay"] == 0.1
     assert all(p.ndim == 1 for p in by_name["biases"]["params"])
     torch.optim.AdamW(groups)  # refuses parameters that appear in two groups
+
+
+def lazy_states(model: LanguageModel):
+    calls = [record_calls(layer) for layer in model.layers]
+    return lambda: [[args[1] for args, _ in layer_calls] for layer_calls in calls]
+
+
+def split_walkers():
+    from dualsparse.evaluation import evaluate
+    from dualsparse.sparsity.activity import analyze_activity
+    from dualsparse.sparsity.macs import measure_macs
+
+    return {"evaluate": evaluate, "activity": analyze_activity, "macs": measure_macs}
+
+
+@pytest.mark.parametrize("walker", ["evaluate", "activity", "macs", "training"])
+@pytest.mark.parametrize("carry", [True, False])
+def test_local_state_restarts_at_zero_at_every_window_when_not_carried(walker, carry):
+    model = tiny_model(carry_local_state=carry)
+    states = lazy_states(model)
+    data = tokens(steps=60, batch=1).view(-1)
+    if walker == "training":  # windows of a training epoch: state carried, graph cut
+        model.train()
+        state = None
+        for start in range(0, 40, 8):
+            out = model(tokens(steps=8, seed=start), state)
+            out.logits.sum().backward()
+            state = [tuple(t.detach() for t in s) for s in out.state]
+    else:
+        split_walkers()[walker](model, data, 2, 7)
+    received = states()
+    for layer_states in received:
+        assert len(layer_states) >= 4
+        later = layer_states[1:]  # the first window starts from the zero state either way
+        assert all(y.abs().sum() > 0 for _, y in later)  # y is carried in both settings
+        if carry:
+            assert all(c.abs().sum() > 0 for c, _ in later)
+        else:
+            assert all(torch.all(c == 0) for c, _ in layer_states)
+
+
+def test_two_windows_differ_from_one_long_window_only_by_the_local_state_reset():
+    torch.manual_seed(0)
+    batch = tokens(steps=12, batch=2)
+    first, second = batch[:5], batch[5:]
+    carried = tiny_model(seed=3).double().eval()
+    reset = tiny_model(seed=3, carry_local_state=False).double().eval()
+    long = carried(batch)
+    # carrying (c, y): the walk is the long window cut in two
+    a = carried(first)
+    b = carried(second, a.state)
+    torch.testing.assert_close(torch.cat([a.logits, b.logits]), long.logits, rtol=0, atol=1e-12)
+    # not carrying c: the first window is unchanged, the second starts from (0, y)
+    a_reset = reset(first)
+    b_reset = reset(second, a_reset.state)
+    torch.testing.assert_close(a_reset.logits, a.logits, rtol=0, atol=0)
+    zero_c = [(torch.zeros_like(c), y) for c, y in a.state]
+    torch.testing.assert_close(b_reset.logits, carried(second, zero_c).logits, rtol=0, atol=0)
+    assert (b_reset.logits - b.logits).abs().max() > 1e-6  # and that is a real difference
+
+
+def test_ar_and_tar_terms_equal_hand_computed_values():
+    """One EGRU unit type with W = U = 0, θ = 0, b_u = 0, b_z = atanh(0.8): u = 0.5,
+    z = 0.8, so ĉ_t = 0.4 + 0.5 ĉ_{t−1}: y = 0.4, 0.6, 0.7 on every unit and sequence.
+    AR = α·mean(y²) = α·(0.16 + 0.36 + 0.49)/3, TAR = β·mean((y_t − y_{t−1})²) = β·(0.04 + 0.01)/2.
+    """
+    expected_ar, expected_tar = 1.01 / 3, 0.05 / 2
+    for alpha, beta in ((2.0, 0.0), (0.0, 1.0), (2.0, 1.0), (0.0, 0.0)):
+        model = tiny_model(hidden_sizes=[16], ar_alpha=alpha, tar_beta=beta).double().train()
+        layer = model.layers[0]
+        with torch.no_grad():
+            for param in (layer.weight_ih, layer.weight_hh, layer.bias, layer.threshold):
+                param.zero_()
+            layer.bias[32:] = torch.atanh(torch.tensor(0.8, dtype=torch.float64))
+        out = model(tokens(steps=3, batch=2))
+        torch.testing.assert_close(
+            out.layer_outputs[0][:, 0, 0], torch.tensor([0.4, 0.6, 0.7], dtype=torch.float64)
+        )
+        expected = alpha * expected_ar + beta * expected_tar
+        assert out.regularization.item() == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        model.eval()  # evaluation never adds the terms
+        assert model(tokens(steps=3, batch=2)).regularization.item() == 0.0
+
+
+@pytest.mark.parametrize("decay_thresholds", [True, False])
+def test_thresholds_keep_their_value_under_decay_only_when_excluded(decay_thresholds):
+    """Zero gradients: AdamW's step is pure decay, θ ← θ·(1 − lr·decay) per step."""
+    model = tiny_model()
+    lr, decay, steps = 0.1, 0.5, 3
+    groups = parameter_groups(
+        model,
+        weight_decay=0.2,
+        bias_decay=decay,
+        threshold_lr_scale=1.0,
+        lr=lr,
+        decay_thresholds=decay_thresholds,
+    )
+    optimizer = torch.optim.AdamW(groups)
+    before = [layer.threshold.detach().clone() for layer in model.layers]
+    assert all(b.abs().sum() > 0 for b in before)
+    for _ in range(steps):
+        for param in model.parameters():
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+    factor = (1 - lr * decay) ** steps if decay_thresholds else 1.0
+    for layer, start in zip(model.layers, before, strict=True):
+        torch.testing.assert_close(layer.threshold.detach(), start * factor, rtol=1e-6, atol=0)
+
+
+def test_batch_shared_dropout_draws_one_mask_per_step_for_the_whole_batch():
+    model = tiny_model(type="lstm", dropout_emb=0.5, dropout_mask_shared_over="batch").train()
+    ratio = locked_dropout_ratio("dropout_emb", model, tokens(steps=9))
+    assert set(ratio.unique().tolist()) <= {0.0, 2.0}
+    assert torch.equal(ratio, ratio[:, :1].expand_as(ratio))  # every sequence: the same mask
+    assert not torch.equal(ratio[0], ratio[1])  # but a new one at every step
+
+
+def test_reset_after_adds_its_recurrent_bias_as_a_bias_parameter():
+    model = tiny_model(reset_after=True)
+    names = dict(model.named_parameters())
+    assert names["layers.0.bias_hz"].shape == (16,) and names["layers.1.bias_hz"].shape == (12,)
+    groups = {g["name"]: g for g in parameter_groups(model, 0.1, 0.01, 1.0, 0.002)}
+    assert any(p is names["layers.0.bias_hz"] for p in groups["biases"]["params"])
+    assert "layers.0.bias_hz" not in model.rnn_weight_names()  # pruning covers matrices only

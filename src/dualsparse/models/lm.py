@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -36,10 +37,13 @@ def make_layer(cfg: ModelConfig, input_size: int, hidden_size: int) -> nn.Module
             threshold_init_mean=cfg.threshold_init_mean,
             surrogate_width=cfg.surrogate_width,
             surrogate_dampening=cfg.surrogate_dampening,
+            reset_after=cfg.reset_after,
+            layer_grad_clip=cfg.layer_grad_clip,
+            weight_init=cfg.weight_init,
         )
     if cfg.type == "lstm":
-        return LSTMLayer(input_size, hidden_size)
-    return GRULayer(input_size, hidden_size)
+        return LSTMLayer(input_size, hidden_size, weight_init=cfg.weight_init)
+    return GRULayer(input_size, hidden_size, weight_init=cfg.weight_init)
 
 
 class LanguageModel(nn.Module):
@@ -63,12 +67,26 @@ class LanguageModel(nn.Module):
     def init_state(self, batch_size: int) -> State:
         return [layer.init_state(batch_size) for layer in self.layers]
 
+    def window_start_state(self, state: State) -> State:
+        """The state a window starts from, given the one carried from the last window.
+
+        With ``carry_local_state`` False the EGRU's local state c restarts at 0 and only y
+        is carried, as in the EvNN reference: its kernel starts every call with c = 0
+        (frameworks/pytorch/egru.cc lines 268-277) and its model carries only the last y
+        (benchmarks/lm/models.py lines 172 and 207).
+        """
+        if self.cfg.type != "egru" or self.cfg.carry_local_state:
+            return state
+        return [(torch.zeros_like(c), y) for c, y in state]
+
     def forward(self, tokens: Tensor, state: State | None = None) -> LMOutput:
         cfg, training = self.cfg, self.training
         if state is None:
             state = self.init_state(tokens.shape[1])
+        state = self.window_start_state(state)
+        layout = cfg.dropout_mask_shared_over
         emb_weight = embedding_dropout(self.encoder.weight, cfg.dropout_words, training)
-        x = locked_dropout(F.embedding(tokens, emb_weight), cfg.dropout_emb, training)
+        x = locked_dropout(F.embedding(tokens, emb_weight), cfg.dropout_emb, training, layout)
         new_state, outputs, pre_reset = [], [], []
         for i, layer in enumerate(self.layers):
             w_hh = drop_connect(layer.weight_hh, cfg.dropout_connect, training)
@@ -77,7 +95,8 @@ class LanguageModel(nn.Module):
             outputs.append(out)
             pre_reset.append(c_pre)
             last = i == len(self.layers) - 1
-            x = locked_dropout(out, cfg.dropout_output if last else cfg.dropout_forward, training)
+            p = cfg.dropout_output if last else cfg.dropout_forward
+            x = locked_dropout(out, p, training, layout)
         reg = x.new_zeros(())
         if training and cfg.ar_alpha > 0:
             reg = reg + cfg.ar_alpha * x.pow(2).mean()
@@ -112,12 +131,19 @@ def detach_state(state: State) -> State:
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, bias_decay: float, threshold_lr_scale: float, lr: float
+    model: nn.Module,
+    weight_decay: float,
+    bias_decay: float,
+    threshold_lr_scale: float,
+    lr: float,
+    decay_thresholds: bool = True,
 ) -> list[dict]:
     """AdamW groups: weight matrices, biases (and embedding bias), thresholds.
 
-    The paper's activity knob is weight decay (sec. 4.2); biases and thresholds
-    get their own decay (``bias_decay``); thresholds get ``lr × threshold_lr_scale``.
+    The paper's activity knob is weight decay (sec. 4.2); biases get their own decay
+    (``bias_decay``), and so do thresholds unless ``decay_thresholds`` is False (the EvNN
+    reference gives them none, benchmarks/lm/train.py lines 162-165); thresholds get
+    ``lr × threshold_lr_scale``.
     """
     weights, biases, thresholds = [], [], []
     for name, param in model.named_parameters():  # tied weights are yielded once
@@ -136,7 +162,7 @@ def parameter_groups(
             {
                 "name": "thresholds",
                 "params": thresholds,
-                "weight_decay": bias_decay,
+                "weight_decay": bias_decay if decay_thresholds else 0.0,
                 "lr": lr * threshold_lr_scale,
                 "lr_scale": threshold_lr_scale,
             }
