@@ -2,6 +2,8 @@
 
 import copy
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from dualsparse.models.lm import LanguageModel
 from dualsparse.runs import load_run
 from dualsparse.sparsity.masks import apply_masks, global_magnitude_masks, sparsity_report
 from dualsparse.sparsity.prune import prune_run, target_schedule
+from dualsparse.training import checkpoint as ckpt
 from dualsparse.training.loop import Trainer, train
 
 
@@ -163,6 +166,15 @@ def test_prune_run_end_to_end_and_resume_after_interrupt(tiny_corpus_dir, tmp_pa
         "weight_sparsity"
     ] == pytest.approx(0.75, abs=1e-3)
     assert json.loads((tmp_path / "pruned" / "prune.json").read_text())["target"] == 0.75
+    # a step's config.json is laid out as train writes a run's (same keys, order, indent),
+    # with the step's own fine-tuning values
+    step_text = (tmp_path / "pruned" / "step-1" / "config.json").read_text()
+    dense_text = (tmp_path / "dense" / "config.json").read_text()
+    assert [line.split(":")[0] for line in step_text.splitlines()] == [
+        line.split(":")[0] for line in dense_text.splitlines()
+    ]
+    step_state = ckpt.read_state(ckpt.checkpoint_dir(tmp_path / "pruned" / "step-1", "latest"))
+    assert json.loads(step_text) == step_state["config"]
     # a second call finds both steps done and reproduces the same final model
     again = prune_run(
         tmp_path / "dense",
@@ -181,3 +193,49 @@ def test_cli_refuses_targets_outside_unit_interval(tmp_path, capsys):
         code = main(["prune", str(tmp_path), "--target", bad, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: --target")
+
+
+def sigterm_at_training_window(n: int):
+    """A forward hook on every module that sends SIGTERM (as a scheduler or the sweep does)
+    to this process during the ``n``-th training forward of the language model."""
+    seen = [0]
+
+    def hook(module, _inputs, _output):
+        if isinstance(module, LanguageModel) and module.training:
+            seen[0] += 1
+            if seen[0] == n:
+                # never SIGTERM the test process itself unless the training loop catches it
+                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return torch.nn.modules.module.register_module_forward_hook(hook)
+
+
+def test_prune_interrupted_mid_step_resumes_to_the_uninterrupted_result(tiny_corpus_dir, tmp_path):
+    """SIGTERM in the middle of step 1's first epoch, then again in the middle of step 2,
+    and a third call finishes: masks, weights and record equal an unbroken prune."""
+    corpus = read_corpus(tiny_corpus_dir)
+    train(tiny_run_config(epochs=1), corpus, tmp_path / "dense", progress=False)
+    options = dict(target=0.75, steps=2, finetune_epochs=2, progress=False)
+    reference = prune_run(tmp_path / "dense", tmp_path / "unbroken", corpus, **options)
+    out = tmp_path / "pruned"
+    for window, stopped_in in ((3, "step-1"), (12, "step-2")):  # step 1 has 2 epochs of 5-6
+        handle = sigterm_at_training_window(window)
+        try:
+            with pytest.raises(DualsparseError, match=r"\(interrupted\).*same prune command"):
+                prune_run(tmp_path / "dense", out, corpus, **options)
+        finally:
+            handle.remove()
+        state = ckpt.read_state(ckpt.checkpoint_dir(out / stopped_in, "latest"))
+        assert state["window"] > 0 and not (out / stopped_in / "step-done.json").exists()
+    assert (out / "step-1" / "step-done.json").exists() and not (out / "prune.json").exists()
+    record = prune_run(tmp_path / "dense", out, corpus, **options)
+    assert record["history"] == reference["history"]
+    assert record["sparsity"] == reference["sparsity"]
+    ours, theirs = load_run(out), load_run(tmp_path / "unbroken")
+    assert ours.masks.keys() == theirs.masks.keys() == set(ours.model.rnn_weight_names())
+    for name, mask in theirs.masks.items():
+        assert torch.equal(ours.masks[name], mask), name
+    theirs_weights = theirs.model.state_dict()
+    for name, weight in ours.model.state_dict().items():
+        assert torch.equal(weight, theirs_weights[name]), name

@@ -20,16 +20,16 @@ plus ``prune.json`` with the per-step record.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 from pathlib import Path
 
-from dualsparse.config import RunConfig, apply_overrides
+from dualsparse.config import RunConfig, apply_overrides, config_to_json
 from dualsparse.data.corpus import Corpus
 from dualsparse.errors import DualsparseError
 from dualsparse.evaluation import evaluate
+from dualsparse.fileio import atomic_write_text
 from dualsparse.runs import LoadedRun, load_run
 from dualsparse.sparsity.masks import apply_masks, global_magnitude_masks, sparsity_report
 from dualsparse.training import checkpoint as ckpt
@@ -143,7 +143,7 @@ def prune_run(
         )
     record["sparsity"] = sparsity_report(current.model, current.model.rnn_weight_names())
     _publish_final(out_dir, current, run_dir)
-    ckpt.atomic_write_text(out_dir / "prune.json", json.dumps(record, indent=1))
+    atomic_write_text(out_dir / "prune.json", json.dumps(record, indent=1))
     return record
 
 
@@ -163,9 +163,7 @@ def _prune_step(
     if not resuming:
         masks = prune_weights(previous, step_target)
         step_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(
-            step_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2)
-        )
+        atomic_write_text(step_dir / "config.json", config_to_json(cfg))  # as train writes it
     trainer = Trainer(
         cfg,
         corpus,
@@ -187,7 +185,7 @@ def _prune_step(
                 f"pruning stopped during fine-tuning ({summary.stopped}); run the same "
                 "prune command again to resume"
             )
-    ckpt.atomic_write_text(step_dir / "step-done.json", json.dumps({"target": step_target}))
+    atomic_write_text(step_dir / "step-done.json", json.dumps({"target": step_target}))
     return load_run(step_dir, "best")
 
 
@@ -204,4 +202,4 @@ def _publish_final(out_dir: Path, final: LoadedRun, source_run: str | Path) -> N
     ckpt.point_to(out_dir, tag, ("latest", "best"))
     source_json = Path(source_run) / "source.json"
     if source_json.exists():
-        ckpt.atomic_write_text(out_dir / "source.json", source_json.read_text(encoding="utf-8"))
+        atomic_write_text(out_dir / "source.json", source_json.read_text(encoding="utf-8"))
