@@ -202,3 +202,17 @@ def test_reference_options_are_set_from_the_command_line():
     assert cfg.model.reset_after is True and cfg.model.carry_local_state is False
     assert cfg.model.layer_grad_clip == 0.1 and cfg.model.weight_init == "xavier_normal"
     assert cfg.model.dropout_mask_shared_over == "batch" and cfg.train.decay_thresholds is False
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_setting_says_where_it_comes_from(name):
+    """A key line carries a comment, or the comment lines right above it do."""
+    from importlib import resources
+
+    text = (resources.files("dualsparse") / "presets" / f"{name}.yaml").read_text()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not line.startswith("  ") or stripped.startswith("#"):
+            continue
+        assert "#" in line or lines[i - 1].strip().startswith("#"), f"{name}: {stripped}"
