@@ -14,7 +14,7 @@ from typing import Any
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import atomic_write_text, read_json
 from dualsparse.reports import figures, tables
-from dualsparse.reports.paper import DATASETS, NAMES, TABLE_NUMBER, paper_rows
+from dualsparse.reports.paper import DATASETS, NAMES, TABLE_NUMBER, PaperRow, paper_rows
 from dualsparse.sweeps.runner import status_counts
 
 
@@ -49,17 +49,6 @@ def _html_table(columns: list[str], rows: list[list[str]]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-PAPER_COLUMNS = [
-    "model",
-    "weight sparsity",
-    "RNN MACs/token (M)",
-    "valid ppl min",
-    "valid ppl mean ± std",
-    "test ppl min",
-    "test ppl mean ± std",
-]
 
 
 class _Document:
@@ -143,29 +132,52 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
     cells = tables.cells(records)
     dataset = _paper_dataset(state, paper)
     published = paper_rows(dataset) if dataset else []
-    ref = tables.reference_lstm(cells)
     name = state.get("name", sweep_dir.name)
     doc = _Document()
+    _introduction(doc, state, name, sweep_dir, len(records))
+    paths = _main_table(doc, out, cells)
+    if published:
+        _published_table(doc, dataset, published)
+    paths.update(_figures(doc, out, cells, published))
+    paths.update(_independence_check(doc, out, cells))
+    paths.update(_bench(doc, out, sweep_dir))
+    _unfinished_runs(doc, state.get("jobs", {}))
+    paths["markdown"] = out / "report.md"
+    atomic_write_text(paths["markdown"], doc.markdown())
+    paths["html"] = out / "report.html"
+    atomic_write_text(paths["html"], doc.html(f"dualsparse report: {name}"))
+    return paths
+
+
+def _table_with_csv(
+    doc: _Document, out: Path, name: str, columns: list[str], rows: list[list[str]]
+) -> dict[str, Path]:
+    """The table in the document, and the same rows as OUT/NAME.csv."""
+    doc.table(columns, rows)
+    path = out / f"{name}.csv"
+    atomic_write_text(path, _csv_text(columns, rows))
+    return {f"{name}_csv": path}
+
+
+def _introduction(
+    doc: _Document, state: dict[str, Any], name: str, sweep_dir: Path, n_records: int
+) -> None:
     doc.heading(f"Sweep report: {name}", 1)
-    jobs = state.get("jobs", {})
     data = " ".join(state.get("data_args") or []) or "unknown"
     doc.text(
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `dualsparse report "
-        f"{sweep_dir}` from {len(records)} finished runs "
+        f"{sweep_dir}` from {n_records} finished runs "
         f"({status_counts(state) or 'no sweep.json'}); "
         f"data: {data}."
     )
     description = (state.get("spec") or {}).get("description")
     if description:
         doc.text(description.strip())
-    paths: dict[str, Path] = {}
 
-    def table_with_csv(name: str, columns: list[str], rows: list[list[str]]) -> None:
-        """The table in the document, and the same rows as OUT/NAME.csv."""
-        doc.table(columns, rows)
-        paths[f"{name}_csv"] = out / f"{name}.csv"
-        atomic_write_text(paths[f"{name}_csv"], _csv_text(columns, rows))
 
+def _main_table(doc: _Document, out: Path, cells: list[tables.Cell]) -> dict[str, Path]:
+    """The paper's Tables 2/3 for this sweep (OUT/table.csv)."""
+    ref = tables.reference_lstm(cells)
     doc.heading("Table: perplexity and effective MACs per model and weight sparsity")
     doc.text(
         "As the paper's Tables 2 and 3: RNN MACs per token are the exact event-driven count "
@@ -180,28 +192,22 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
         + "; perplexities are min and mean ± std (sample) over seeds; test at batch 1; "
         "activity is per layer on the validation split."
     )
-    table_with_csv("table", tables.MAIN_COLUMNS, tables.main_table(cells))
-    if published:
-        number = TABLE_NUMBER[dataset]
-        doc.heading(f"Published: Table {number} ({NAMES[dataset]}), 15 seeds", 3)
-        rows = [
-            [
-                r.model.upper(),
-                f"{r.weight_sparsity:.2f}",
-                f"{r.macs_millions:g}",
-                f"{r.valid_ppl_min:.2f}",
-                f"{r.valid_ppl_mean:.2f} ± {r.valid_ppl_std:.2f}",
-                f"{r.test_ppl_min:.2f}",
-                f"{r.test_ppl_mean:.2f} ± {r.test_ppl_std:.2f}",
-            ]
-            for r in published
-        ]
-        doc.table(PAPER_COLUMNS, rows)
-        doc.text(
-            "Source: Mukherji, Schöne, Nazeer, Mayr, Subramoney, Activity Sparsity "
-            "Complements Weight Sparsity for Efficient RNN Inference (arXiv:2311.07625, 2023)."
-        )
+    return _table_with_csv(doc, out, "table", tables.MAIN_COLUMNS, tables.main_table(cells))
 
+
+def _published_table(doc: _Document, dataset: str, published: list[PaperRow]) -> None:
+    doc.heading(f"Published: Table {TABLE_NUMBER[dataset]} ({NAMES[dataset]}), 15 seeds", 3)
+    doc.table(tables.PAPER_COLUMNS, tables.paper_table(published))
+    doc.text(
+        "Source: Mukherji, Schöne, Nazeer, Mayr, Subramoney, Activity Sparsity "
+        "Complements Weight Sparsity for Efficient RNN Inference (arXiv:2311.07625, 2023)."
+    )
+
+
+def _figures(
+    doc: _Document, out: Path, cells: list[tables.Cell], published: list[PaperRow]
+) -> dict[str, Path]:
+    """Figures 1, 2, 4 and 5 as PNG and SVG; a line in place of each that has no data."""
     doc.heading("Figure 1: test perplexity vs MAC reduction")
     fig1 = figures.figure1(cells, published, out / "fig1_ppl_vs_macs")
     doc.figure(
@@ -224,9 +230,13 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
     doc.figure(fig5, "Distribution of ĉ − θ per layer (validation split); events where > 0")
     if fig4 is None:
         doc.text("No EGRU run with activity data in this sweep.")
+    paths: dict[str, Path] = {}
     for fig in (fig1, fig2, fig4, fig5):
         paths.update(fig or {})
+    return paths
 
+
+def _independence_check(doc: _Document, out: Path, cells: list[tables.Cell]) -> dict[str, Path]:
     doc.heading("Independence check: exact event MACs vs λa·λw·dense")
     doc.text(
         "The paper estimates MACs as activity × weight density × dense MACs, assuming the "
@@ -234,17 +244,26 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
         "the nonzeros of its weight column. A ratio above 1: the units that fire more often "
         "keep more of their weights."
     )
-    table_with_csv("independence", tables.INDEPENDENCE_COLUMNS, tables.independence_table(cells))
+    rows = tables.independence_table(cells)
+    return _table_with_csv(doc, out, "independence", tables.INDEPENDENCE_COLUMNS, rows)
+
+
+def _bench(doc: _Document, out: Path, sweep_dir: Path) -> dict[str, Path]:
+    """Engine latencies from DIR/bench/*.json, if the sweep has any."""
     benches = tables.bench_results(sweep_dir)
-    if benches:
-        doc.heading("Measured inference speed (dualsparse bench)")
-        doc.text(
-            "Engine latency per token at batch 1 from `DIR/bench/*.json`; speedups over the "
-            "fastest dense paper-size AWD-LSTM (emb 400, 1150/1150/400) measured in the same "
-            "bench run, beside the MAC ratio, and over the dense model of the run's own size "
-            "and type (fused addmv per step)."
-        )
-        table_with_csv("bench", tables.BENCH_COLUMNS, tables.bench_table(benches))
+    if not benches:
+        return {}
+    doc.heading("Measured inference speed (dualsparse bench)")
+    doc.text(
+        "Engine latency per token at batch 1 from `DIR/bench/*.json`; speedups over the "
+        "fastest dense paper-size AWD-LSTM (emb 400, 1150/1150/400) measured in the same "
+        "bench run, beside the MAC ratio, and over the dense model of the run's own size "
+        "and type (fused addmv per step)."
+    )
+    return _table_with_csv(doc, out, "bench", tables.BENCH_COLUMNS, tables.bench_table(benches))
+
+
+def _unfinished_runs(doc: _Document, jobs: dict[str, dict[str, Any]]) -> None:
     failed = [(n, r) for n, r in jobs.items() if r["status"] in ("failed", "skipped")]
     if failed:
         doc.heading("Runs that did not finish")
@@ -255,8 +274,3 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
                 for n, r in failed
             ],
         )
-    paths["markdown"] = out / "report.md"
-    atomic_write_text(paths["markdown"], doc.markdown())
-    paths["html"] = out / "report.html"
-    atomic_write_text(paths["html"], doc.html(f"dualsparse report: {name}"))
-    return paths

@@ -10,6 +10,7 @@ from typing import Any
 
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import read_json
+from dualsparse.reports.paper import PaperRow
 
 
 @dataclass
@@ -131,6 +132,33 @@ def main_table(all_cells: list[Cell]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+PAPER_COLUMNS = [
+    "model",
+    "weight sparsity",
+    "RNN MACs/token (M)",
+    "valid ppl min",
+    "valid ppl mean ± std",
+    "test ppl min",
+    "test ppl mean ± std",
+]
+
+
+def paper_table(published: list[PaperRow]) -> list[list[str]]:
+    """The published rows (``reference/paper_tables.csv``) in the same number formats."""
+    return [
+        [
+            r.model.upper(),
+            f"{r.weight_sparsity:.2f}",
+            f"{r.macs_millions:g}",
+            f"{r.valid_ppl_min:.2f}",
+            f"{r.valid_ppl_mean:.2f} ± {r.valid_ppl_std:.2f}",
+            f"{r.test_ppl_min:.2f}",
+            f"{r.test_ppl_mean:.2f} ± {r.test_ppl_std:.2f}",
+        ]
+        for r in published
+    ]
 
 
 INDEPENDENCE_COLUMNS = [
