@@ -20,8 +20,8 @@ from conftest import (
     tiny_run_config,
     write_tiny_corpus,
 )
-from dualsparse.config import RunConfig, apply_overrides
 from dualsparse.data.corpus import read_corpus
+from dualsparse.runs import open_for_resume, write_source
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training import loop
 from dualsparse.training.loop import train
@@ -65,10 +65,9 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 
 def resume(run_dir: Path, corpus, overrides=(), **kwargs):
-    """What `dualsparse train --resume RUN --set ...` does: the run's own config, overridden."""
-    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
-    cfg = apply_overrides(RunConfig.from_dict(state["config"]), list(overrides))
-    return train(cfg, corpus, run_dir, resume=True, progress=False, **kwargs)
+    """What `dualsparse train --resume RUN --set ...` does, on the corpus given."""
+    point = open_for_resume(run_dir, overrides)
+    return train(point.config, corpus, run_dir, resume=True, progress=False, **kwargs)
 
 
 def test_run_dir_holds_metrics_config_and_checkpoints(uninterrupted):
@@ -154,6 +153,38 @@ def test_signal_stops_between_windows_and_resume_finishes_the_same_run(
     monkeypatch.setattr(loop, "lr_at", real_lr_at)
     assert resume(run_dir, corpus).stopped == "completed"
     assert_same_run(run_dir, uninterrupted)
+
+
+def test_open_for_resume_gives_the_latest_checkpoints_config_position_and_data(
+    corpus, tmp_path, tiny_corpus_dir
+):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(epochs=1), corpus, run_dir, progress=False)
+    write_source(run_dir, str(tiny_corpus_dir), None, None)
+    point = open_for_resume(run_dir, ["train.epochs=5", "train.lr=0.5"])
+    assert point.checkpoint.parent == run_dir / "checkpoints"
+    assert point.checkpoint.name.startswith("epoch0001-")
+    expected = tiny_run_config(epochs=5).to_dict()
+    expected["train"]["lr"] = 0.5
+    assert point.config.to_dict() == expected
+    assert (point.state["epoch"], point.state["window"]) == (1, 0)
+    assert point.vocab == corpus.vocab
+    assert point.source == {
+        "data": str(tiny_corpus_dir.resolve()),
+        "dataset": None,
+        "cache_dir": None,
+    }
+    # a resume saves its config: the next resume starts from it, not from the first one
+    train(point.config, corpus, run_dir, resume=True, progress=False, max_minutes=1e-9)
+    assert open_for_resume(run_dir).config.to_dict() == expected
+
+
+def test_open_for_resume_refuses_a_damaged_source_record(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(), corpus, run_dir, progress=False)
+    assert open_for_resume(run_dir).source == {}  # trained from Python: no record
+    (run_dir / "source.json").write_text('{"data": "/tmp/x', encoding="utf-8")
+    assert "source.json is not JSON" in error_message(open_for_resume, run_dir)
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", 2), ("bptt", 5)])

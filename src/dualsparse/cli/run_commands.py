@@ -5,14 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dualsparse.cli.common import (
-    add_data_args,
-    add_run_split_args,
-    data_choice,
-    read_source,
-    run_split,
-    write_source,
-)
+from dualsparse.cli.common import add_data_args, add_run_split_args, run_split
 from dualsparse.errors import DualsparseError
 
 
@@ -76,59 +69,32 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from dualsparse.config import RunConfig, apply_overrides, resolve_config
-    from dualsparse.data.download import resolve_corpus
+    from dualsparse.config import resolve_config
+    from dualsparse.runs import format_train_summary, new_run, resume_run
     from dualsparse.training.distributed import torchrun_launch
-    from dualsparse.training.loop import check_new_run_dir, train
 
-    if args.resume:
-        from dualsparse.data.corpus import Vocabulary
-        from dualsparse.training.checkpoint import checkpoint_dir, read_state
-
-        if args.out or args.preset or args.config:
-            raise DualsparseError(
-                "--resume RUN takes the run's own config; drop --out/--preset/--config"
-            )
-        run_dir = Path(args.resume)
-        latest = checkpoint_dir(run_dir, "latest")
-        state = read_state(latest)
-        if "config" not in state:
-            raise DualsparseError(f"{latest}/state.json has no config; the checkpoint is damaged")
-        cfg = RunConfig.from_dict(state["config"], source=f"{run_dir}")
-        source = read_source(run_dir)
-        vocab = Vocabulary.load(latest / "vocab.json")
-    else:
-        if not args.out:
-            raise DualsparseError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
-        run_dir = Path(args.out)
-        cfg = resolve_config(args.preset, args.config, [])
-        source, vocab = {}, None
     overrides = list(args.overrides)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)):
         if value is not None:
             overrides.append(f"train.{key}={value}")
-    cfg = apply_overrides(cfg, overrides)
-    data, dataset, cache_dir = data_choice(args, source)
-    corpus = resolve_corpus(data, dataset, cache_dir, vocab=vocab)
-    launch = torchrun_launch()  # under torchrun only rank 0 writes into the run
-    rank = launch.rank if launch else 0
-    if not args.resume and rank == 0:
-        check_new_run_dir(run_dir)  # before source.json, which would clobber the old run's
-        write_source(run_dir, data, dataset, cache_dir)
-    summary = train(
-        cfg,
-        corpus,
-        run_dir,
-        resume=bool(args.resume),
-        max_minutes=args.max_minutes,
-        progress=not args.no_progress,
-    )
-    if rank != 0:
+    data = (args.data, args.dataset, args.cache_dir)
+    budget = {"max_minutes": args.max_minutes, "progress": not args.no_progress}
+    if args.resume:
+        if args.out or args.preset or args.config:
+            raise DualsparseError(
+                "--resume RUN takes the run's own config; drop --out/--preset/--config"
+            )
+        summary = resume_run(args.resume, overrides, *data, **budget)
+    else:
+        if not args.out:
+            raise DualsparseError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
+        summary = new_run(
+            args.out, resolve_config(args.preset, args.config, overrides), *data, **budget
+        )
+    launch = torchrun_launch()  # under torchrun only rank 0 reports
+    if launch is not None and launch.rank != 0:
         return 0
-    print(
-        f"run {summary.run_dir}: {summary.stopped} after {summary.epochs_done} epoch(s), "
-        f"best valid ppl {summary.best_valid_ppl:.2f}, {summary.elapsed_seconds:.0f} s"
-    )
+    print(format_train_summary(summary))
     if summary.stopped in ("interrupted", "time-budget"):
         print(f"continue with: dualsparse train --resume {summary.run_dir}")
     return 0
@@ -137,8 +103,8 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from dualsparse.evaluation import evaluate, format_eval_table
 
-    run, data, batch = run_split(args)
-    result = evaluate(run.model, data, batch, args.bptt, split=args.split, progress=args.progress)
+    run, data, batch, bptt = run_split(args)
+    result = evaluate(run.model, data, batch, bptt, split=args.split, progress=args.progress)
     if args.json:
         print(
             json.dumps(

@@ -9,7 +9,6 @@ from dualsparse.cli.common import (
     add_data_args,
     add_run_split_args,
     positive_ints,
-    run_corpus,
     run_split,
 )
 from dualsparse.errors import DualsparseError
@@ -83,16 +82,14 @@ def register(sub) -> None:
 
 
 def cmd_prune(args) -> int:
-    from dualsparse.runs import load_run
-    from dualsparse.sparsity.prune import check_target, prune_run
+    from dualsparse.runs import prune_trained_run
 
-    check_target(args.target)
-    run = load_run(args.run, "best")
-    corpus = run_corpus(args, Path(args.run), run.vocab)
-    record = prune_run(
+    record = prune_trained_run(
         args.run,
         args.out,
-        corpus,
+        args.data,
+        args.dataset,
+        args.cache_dir,
         target=args.target,
         steps=args.steps,
         finetune_epochs=args.finetune_epochs,
@@ -133,12 +130,12 @@ def cmd_activity(args) -> int:
         write_activity_outputs,
     )
 
-    run, data, batch = run_split(args)
+    run, data, batch, bptt = run_split(args)
     report = analyze_activity(
         run.model,
         data,
         batch,
-        args.bptt,
+        bptt,
         progress=args.progress,
         split=args.split,
         config=run.config,
@@ -187,8 +184,8 @@ def cmd_macs(args) -> int:
         )
         print(json.dumps(report.to_dict(), indent=1) if args.json else format_mac_table(report))
         return 0
-    run, data, batch = run_split(args)
-    report = measure_macs(run.model, data, batch, args.bptt, progress=args.progress)
+    run, data, batch, bptt = run_split(args)
+    report = measure_macs(run.model, data, batch, bptt, progress=args.progress)
     if args.json:
         print(
             json.dumps(
@@ -197,7 +194,7 @@ def cmd_macs(args) -> int:
                     "checkpoint": str(run.checkpoint),
                     "split": args.split,
                     "batch_size": batch,
-                    "bptt": args.bptt,
+                    "bptt": bptt,
                     **report.to_dict(),
                 },
                 indent=1,
