@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from dualsparse.cli.common import (
-    positive_ints,
-)
+from dualsparse.cli.common import positive_ints
 from dualsparse.errors import DualsparseError
 
 
@@ -127,58 +124,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    import math
+    from dualsparse.engine.score import format_score, score_file
 
-    import numpy as np
-
-    from dualsparse.engine.runtime import Engine, encode_text_lines
-
-    engine = Engine.load(args.model, dtype=np.float64 if args.float64 else np.float32)
-    try:
-        text = Path(args.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DualsparseError(f"cannot read {args.file} ({exc}); give a UTF-8 text file") from None
-    words = encode_text_lines(text)
-    if len(words) < 2:
-        raise DualsparseError(f"{args.file} has fewer than two tokens; nothing to score")
-    ids, unknown = engine.encode(words)
-    log_probs = engine.score(ids)
-    nll = -float(log_probs.mean())
-    counts = engine.counts()
-    summary = {
-        "model": args.model,
-        "file": args.file,
-        "tokens_scored": len(log_probs),
-        "unknown_words": unknown,
-        "loss": nll,
-        "perplexity": math.exp(nll),
-        "layer_activity": counts["layer_activity"],
-        "event_macs_per_token": counts["event_macs_per_token"],
-    }
-    if args.compare:
-        from dualsparse.engine.compare import compare
-
-        summary["comparison"] = compare(log_probs, counts["layer_activity"], args.compare, ids)
-    if args.json:
-        print(json.dumps({**summary, "log_probs": log_probs.tolist()}, indent=1))
-        return 0
-    if args.per_token:
-        for t, lp in enumerate(log_probs, start=1):
-            print(f"{t}\t{words[t]}\t{lp:.6f}")
+    score = score_file(args.model, args.file, float64=args.float64, compare_with=args.compare)
     print(
-        f"{args.file}: {len(log_probs):,} tokens scored ({unknown:,} unknown words as <unk>), "
-        f"perplexity {math.exp(nll):.2f}"
+        json.dumps(score.to_dict(), indent=1) if args.json else format_score(score, args.per_token)
     )
-    print("activity per layer: " + ", ".join(f"{a:.3f}" for a in counts["layer_activity"]))
-    macs = counts["event_macs_per_token"]
-    print(
-        f"event-driven MACs per token: RNN {macs['rnn'] / 1e6:.4f}M, "
-        f"with decoder {macs['full'] / 1e6:.4f}M"
-    )
-    if args.compare:
-        from dualsparse.engine.compare import format_comparison
-
-        print(format_comparison(summary["comparison"]))
     return 0
 
 
