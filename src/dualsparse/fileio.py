@@ -1,8 +1,12 @@
 """Atomic file writes: a reader never sees half a file, a crash never leaves one.
 
 Everything dualsparse writes goes to a temporary file in the target's directory
-first and is renamed into place with ``os.replace`` (atomic on POSIX). JSON it
-reads back goes through ``read_json``, so a damaged file is one line, not a traceback.
+first, is flushed to disk (fsync) and renamed into place with ``os.replace`` (atomic
+on POSIX), and the directory is synced so that the rename survives a crash too. A
+directory written file by file (a checkpoint) is finished with ``sync_directory``
+before it is renamed into place. Modes: files 0644, and such directories 0755,
+whatever the umask (results are meant to be shared; docs/formats.md). JSON dualsparse reads back
+goes through ``read_json``, so a damaged file is one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import IO, Any
 
 from dualsparse.errors import DualsparseError
 
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Let ``write`` fill a temporary file beside ``path``, then rename it into place."""
@@ -26,11 +33,12 @@ def atomic_write_bytes(path: str | os.PathLike, write: Callable[[IO[bytes]], Non
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -44,3 +52,26 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
         raise DualsparseError(f"{path} is not JSON; {fix}") from None
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_directory(path: str | os.PathLike) -> None:
+    """Finish a directory that was written file by file (by libraries that take a file
+    name, such as safetensors) before it is renamed into place: every file in it gets
+    mode 0644 and is flushed to disk, then the directory gets 0755 and is flushed."""
+    path = Path(path)
+    for child in path.iterdir():
+        if child.is_file():
+            os.chmod(child, FILE_MODE)
+            with child.open("rb") as handle:
+                os.fsync(handle.fileno())
+    os.chmod(path, DIR_MODE)
+    fsync_directory(path)

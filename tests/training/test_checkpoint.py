@@ -1,6 +1,8 @@
 """Checkpoints: exact round trips, tied weights stored once, atomic writes, damage reported."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,20 @@ def test_pointers_name_complete_checkpoints_and_old_ones_are_collected(tmp_path)
 def test_best_falls_back_to_latest(tmp_path):
     latest = save(tmp_path, tiny_model(seed=0))
     assert ckpt.checkpoint_dir(tmp_path, "best") == latest
+
+
+def test_checkpoint_files_are_0644_and_its_directory_0755_whatever_the_umask(tmp_path):
+    previous = os.umask(0o077)  # a private umask must not make shared results unreadable
+    try:
+        path = save(tmp_path, tiny_model(seed=0), masks={})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    files = sorted(path.iterdir()) + sorted((tmp_path / "checkpoints").glob("*.json"))
+    assert {p.name for p in files} >= {"model.safetensors", "state.json", "latest.json"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == dict.fromkeys(
+        [p.name for p in files], 0o644
+    )
 
 
 def test_failed_write_leaves_the_previous_checkpoint_in_use(tmp_path, monkeypatch):

@@ -8,9 +8,10 @@ Layout inside a run directory::
     checkpoints/<tag>/vocab.json
     checkpoints/latest.json, best.json       pointers {"tag": ...}, replaced with os.replace
 
-A checkpoint directory is complete before a pointer names it, and a pointer is
-swapped atomically, so an interrupted write never leaves a half-written
-checkpoint in use. Nothing is ever unpickled.
+A checkpoint directory is complete and on disk (fsync) before it is renamed into
+place and before a pointer names it, and a pointer is swapped atomically, so an
+interrupted write or a crash never leaves a half-written checkpoint in use.
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file, save_model
 
 from dualsparse.data.corpus import Vocabulary
 from dualsparse.errors import DualsparseError
-from dualsparse.fileio import atomic_write_text
+from dualsparse.fileio import atomic_write_text, fsync_directory, sync_directory
 
 FORMAT = "dualsparse-checkpoint"
 VERSION = 1
@@ -80,10 +81,12 @@ def save_checkpoint(
             packed = {k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in masks.items()}
             save_file(packed, str(tmp / "masks.safetensors"), metadata=meta)
         full_state = {"format": FORMAT, "version": VERSION, **state}
-        (tmp / "state.json").write_text(json.dumps(full_state, indent=1), encoding="utf-8")
+        atomic_write_text(tmp / "state.json", json.dumps(full_state, indent=1))
         vocab.save(tmp / "vocab.json")
+        sync_directory(tmp)  # on disk, files 0644 (mkdtemp made the directory 0700)
         tag = _next_tag(root, state)
         os.replace(tmp, root / tag)
+        fsync_directory(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
