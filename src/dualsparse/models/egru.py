@@ -177,8 +177,8 @@ class EGRUSequence(torch.autograd.Function):
         w_ur, w_z = weight_hh[: 2 * hidden], weight_hh[2 * hidden :]
         grad_x_proj = c_pre_all.new_empty(steps, batch, 3 * hidden)
         # per step, the gradient reaching U_z's output and the vector U_z multiplies:
-        # paper (da_z, r·y); reset-after (da_z·r, y), whose y is ys[:-1]
-        grad_rec_z = c_pre_all.new_empty(steps, batch, hidden)
+        # paper (da_z, r·y), da_z being grad_x_proj's z part; reset-after (da_z·r, y)
+        grad_rec_z = c_pre_all.new_empty(steps, batch, hidden) if reset_after else None
         r_y_all = None if reset_after else c_pre_all.new_empty(steps, batch, hidden)
         grad_threshold = torch.zeros_like(threshold)
         dy_rec = grad_y_last if grad_y_last is not None else torch.zeros_like(ys[0])
@@ -211,7 +211,6 @@ class EGRUSequence(torch.autograd.Function):
                 dy_rec = d_rec @ w_z
             else:  # a_z = W_z x + b_z + U_z (r·y)
                 torch.mul(r, y_prev, out=r_y_all[t])
-                grad_rec_z[t].copy_(da_z)
                 d_ry = da_z @ w_z
                 dr = d_ry * y_prev
                 dy_rec = d_ry * r
@@ -221,8 +220,11 @@ class EGRUSequence(torch.autograd.Function):
         y_prevs = ys[:-1].reshape(-1, hidden)
         grad_w_hh = torch.empty_like(weight_hh)
         torch.mm(flat_g[:, : 2 * hidden].t(), y_prevs, out=grad_w_hh[: 2 * hidden])
-        z_input = y_prevs if reset_after else r_y_all.reshape(-1, hidden)
-        torch.mm(grad_rec_z.reshape(-1, hidden).t(), z_input, out=grad_w_hh[2 * hidden :])
+        if reset_after:
+            grad_z_rows, z_input = grad_rec_z.reshape(-1, hidden), y_prevs
+        else:
+            grad_z_rows, z_input = flat_g[:, 2 * hidden :], r_y_all.reshape(-1, hidden)
+        torch.mm(grad_z_rows.t(), z_input, out=grad_w_hh[2 * hidden :])
         grad_bias_hz = grad_rec_z.sum((0, 1)) if reset_after else None
         grad_w_ih = flat_g.t() @ x.reshape(steps * batch, -1)
         grad_bias = flat_g.sum(0)
