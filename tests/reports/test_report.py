@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,22 @@ def test_report_with_a_bench_result(study, tmp_path):
     assert rows and all(r["threads"] == "1" for r in rows)
     assert "0.80" in rows[0]["weight sparsity"]
     assert "Measured inference speed" in paths["markdown"].read_text()
+
+
+def test_report_lists_runs_that_did_not_finish_and_can_leave_out_the_paper(study, tmp_path):
+    sweep_copy = tmp_path / "sweep"
+    shutil.copytree(study / "sweep", sweep_copy)
+    state = json.loads((sweep_copy / "sweep.json").read_text())
+    state["jobs"]["lstm-wd0.1-bd0-s1-p50"].update(status="failed", error="Trace\nValueError: x\n")
+    state["jobs"]["egru-wd0-bd0-s2"].update(status="skipped", error=None)
+    (sweep_copy / "sweep.json").write_text(json.dumps(state))
+    md = write_report(sweep_copy, tmp_path / "r", paper="none")["markdown"].read_text()
+    unfinished = md.split("## Runs that did not finish\n\n", 1)[1].splitlines()
+    assert sorted(unfinished[2:]) == [
+        "| egru-wd0-bd0-s2 | skipped |  |",
+        "| lstm-wd0.1-bd0-s1-p50 | failed | ValueError: x |",  # the error's last line
+    ]
+    assert "Published" not in md and "tiny-study" in md.splitlines()[0]
 
 
 def test_report_errors(tmp_path, capsys):
