@@ -29,7 +29,7 @@ from dualsparse.config import RunConfig, apply_overrides, config_to_json
 from dualsparse.data.corpus import Corpus
 from dualsparse.errors import DualsparseError
 from dualsparse.evaluation import evaluate
-from dualsparse.fileio import atomic_write_text
+from dualsparse.fileio import atomic_write_text, fsync_directory, sync_directory
 from dualsparse.runs import LoadedRun, load_run
 from dualsparse.sparsity.masks import apply_masks, global_magnitude_masks, sparsity_report
 from dualsparse.training import checkpoint as ckpt
@@ -197,8 +197,10 @@ def _publish_final(out_dir: Path, final: LoadedRun, source_run: str | Path) -> N
     tmp = root / f".incoming-{tag}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(final.checkpoint, tmp)
+    sync_directory(tmp)  # on disk before it is named, as save_checkpoint leaves its own
     shutil.rmtree(root / tag, ignore_errors=True)
     tmp.rename(root / tag)
+    fsync_directory(root)
     ckpt.point_to(out_dir, tag, ("latest", "best"))
     source_json = Path(source_run) / "source.json"
     if source_json.exists():
