@@ -294,7 +294,9 @@ def test_help_of_every_subcommand(capsys, command):
 
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
-    assert "usage: dualsparse" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: dualsparse" in out and "sweep" in out
+    assert "sweep-step" not in out  # internal: what a sweep runs in its subprocesses
 
 
 def test_evaluate_json(capsys, trained_run):

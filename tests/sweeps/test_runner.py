@@ -1,5 +1,6 @@
 """Running sweeps for real: tiny runs on the tiny corpus, each job the same
-``dualsparse train`` / ``prune`` / measure subprocesses a user's sweep starts.
+train / prune / measure step subprocesses (``dualsparse sweep-step``) a user's sweep
+starts.
 
 Every subprocess pays Python + PyTorch start-up (seconds on a busy machine), so the
 sweeps here are as small as each behaviour allows, and the end-to-end sweep is made
@@ -8,6 +9,7 @@ once per module and copied for the resume test.
 
 import json
 import math
+import shlex
 import shutil
 import signal
 import subprocess
@@ -84,9 +86,14 @@ def finished_work(out: Path, name: str) -> tuple:
     return checkpoint_times(out, name), log, sweep_state(out)[name]["attempts"]
 
 
-def commands_in_log(out: Path, name: str, command: str) -> int:
+def steps_in_log(out: Path, name: str, step: str, **fields) -> int:
+    """How many ``step`` records (with ``fields``) the job's log shows as started."""
     log = (out / "logs" / f"{name}.log").read_text(encoding="utf-8")
-    return sum(line.startswith(f"$ python -m {command} ") for line in log.splitlines())
+    prefix = "$ python -m dualsparse sweep-step "
+    records = [
+        json.loads(shlex.split(line)[-1]) for line in log.splitlines() if line.startswith(prefix)
+    ]
+    return sum(r["step"] == step and all(r.get(k) == v for k, v in fields.items()) for r in records)
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +135,10 @@ def test_resume_redoes_only_what_is_missing(tiny_sweep, tmp_path):
     assert finished_work(out, EGRU) == egru_before
     assert sweep_state(out)[LSTM]["attempts"] == 2
     assert checkpoint_times(out, LSTM) == lstm_checkpoints  # finished: resumed, not retrained
-    assert commands_in_log(out, LSTM, "dualsparse train --resume") == 1
-    assert commands_in_log(out, LSTM, "dualsparse.sweeps.measure") == 2
+    assert steps_in_log(out, LSTM, "train", resume=True) == 1
+    assert steps_in_log(out, LSTM, "measure") == 2
     assert sweep_state(out)[EGRU_P50]["attempts"] == 2
-    assert commands_in_log(out, EGRU_P50, "dualsparse prune") == 2
+    assert steps_in_log(out, EGRU_P50, "prune") == 2
     assert result(out, EGRU_P50)["weight_sparsity"] == pytest.approx(0.5, abs=1e-3)
 
 
@@ -177,7 +184,7 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     assert statuses(out) == {quick: "done", slow: "done"}
     assert finished_work(out, quick) == quick_before
     assert sweep_state(out)[slow]["attempts"] == 2
-    assert commands_in_log(out, slow, "dualsparse train --resume") == 1
+    assert steps_in_log(out, slow, "train", resume=True) == 1
     assert any((out / "runs" / slow / "checkpoints").glob("epoch0050-*"))  # trained to the end
 
 

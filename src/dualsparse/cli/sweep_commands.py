@@ -43,6 +43,13 @@ def register(sub) -> None:
         help="list the shipped sweep specs",
         description="List the shipped study specs for `dualsparse sweep`.",
     )
+    # Internal: one step of a sweep job, in a process of its own (sweeps/steps.py). No
+    # help= so that argparse leaves it out of the command list.
+    p = sub.add_parser(
+        "sweep-step",
+        description="Run one step of a sweep job (internal; the sweep starts it).",
+    )
+    p.add_argument("step", metavar="STEP_JSON", help="a step record (sweeps/steps.py)")
 
 
 def _raise_interrupt(signum, frame):
@@ -104,4 +111,16 @@ def cmd_studies(args) -> int:
     return 0
 
 
-HANDLERS = {"sweep": cmd_sweep, "report": cmd_report, "studies": cmd_studies}
+def cmd_sweep_step(args) -> int:
+    from dualsparse.sweeps.steps import step_from_json
+
+    print(step_from_json(args.step).run_step())
+    return 0
+
+
+HANDLERS = {
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "studies": cmd_studies,
+    "sweep-step": cmd_sweep_step,
+}

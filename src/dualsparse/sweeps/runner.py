@@ -1,6 +1,7 @@
 """Running a sweep: every job is an ordinary run directory under ``OUT/runs``, made by
-the same ``dualsparse train`` / ``dualsparse prune`` commands a user would type, then
-measured into ``OUT/results/NAME.json``.
+the same library functions as ``dualsparse train`` / ``dualsparse prune``, then measured
+into ``OUT/results/NAME.json``. A job is a list of step records (``steps.py``), each run
+in a subprocess of its own (``python -m dualsparse sweep-step STEP_JSON``).
 
 The file system is the truth: a job whose results file exists is finished and is
 skipped when the sweep starts again; an unfinished run is resumed from its last
@@ -8,253 +9,103 @@ checkpoint (``train --resume``; ``prune`` reuses its finished steps). ``OUT/swee
 records each job's status, attempts, time and, for failures, the error and log; a
 failed job does not stop the sweep, only the jobs that build on it are skipped.
 
-Executors: ``local`` (default) runs up to ``jobs`` runs at a time as subprocesses;
-``ray`` submits each run as a Ray task that declares ``num_cpus = threads`` (all
-nodes must see ``OUT`` and the data at the same paths).
+How the jobs run (local subprocesses or Ray tasks) is ``executors.py``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import atomic_write_text, read_json
+from dualsparse.sweeps.executors import LocalExecutor, RayExecutor
 from dualsparse.sweeps.spec import Job, SweepSpec
-
-LOG_TAIL = 15
-
+from dualsparse.sweeps.steps import MeasureStep, PruneStep, Step, TrainStep
 
 # ---------------------------------------------------------------- one job
 
 
-def job_commands(spec: SweepSpec, job: Job, out: Path, data_args: list[str]) -> list[list[str]]:
-    """The argv lists (after ``python -m``) that bring ``job`` from where it stands to done."""
+def job_steps(spec: SweepSpec, job: Job, out: Path, source: dict[str, Any]) -> list[Step]:
+    """The steps that bring ``job`` from where it stands to done; ``source`` is the data
+    (``data``, ``dataset``, ``cache_dir``, as ``resolve_data`` gives it)."""
     run = out / "runs" / job.name
-    commands = []
+    steps: list[Step] = []
     if job.kind == "train":
-        if (run / "checkpoints" / "latest.json").exists():
-            commands.append(["dualsparse", "train", "--resume", str(run), "--no-progress"])
+        if (run / "checkpoints" / "latest.json").exists():  # on the data it recorded
+            steps.append(TrainStep(run=str(run), resume=True))
         else:
             if run.exists():  # started but killed before its first checkpoint: start over
                 shutil.rmtree(run)
-            argv = ["dualsparse", "train"]
-            argv += ["--preset", job.preset] if job.preset else ["--config", str(job.config)]
-            for item in job.overrides:
-                argv += ["--set", item]
-            commands.append([*argv, "--out", str(run), "--no-progress", *data_args])
+            steps.append(
+                TrainStep(
+                    run=str(run),
+                    preset=job.preset,
+                    config=None if job.preset else str(job.config),
+                    overrides=tuple(job.overrides),
+                    **source,
+                )
+            )
     elif not (run / "prune.json").exists():
-        argv = ["dualsparse", "prune", str(out / "runs" / job.source), "--out", str(run)]
-        argv += ["--target", repr(job.sparsity), "--steps", str(job.prune["steps"])]
-        argv += ["--finetune-epochs", str(job.prune["finetune_epochs"])]
-        if job.prune.get("lr") is not None:
-            argv += ["--lr", repr(job.prune["lr"])]
-        for item in job.overrides:
-            argv += ["--set", item]
-        commands.append([*argv, "--no-progress", *data_args])
-    m = spec.measure
-    commands.append(
-        [
-            "dualsparse.sweeps.measure",
-            str(run),
-            "--out",
-            str(results_path(out, job.name)),
-            "--meta",
-            json.dumps(job.meta()),
-            "--test-batch-size",
-            str(m["test_batch_size"]),
-            "--macs-batch-size",
-            str(m["macs_batch_size"]),
-            "--activity-batch-size",
-            str(m["activity_batch_size"]),
-            "--threads",
-            str(spec.threads),
-            *data_args,
-        ]
+        steps.append(
+            PruneStep(
+                run=str(run),
+                source=str(out / "runs" / job.source),
+                target=job.sparsity,
+                steps=job.prune["steps"],
+                finetune_epochs=job.prune["finetune_epochs"],
+                lr=job.prune.get("lr"),
+                overrides=tuple(job.overrides),
+                **source,
+            )
+        )
+    steps.append(
+        MeasureStep(
+            run=str(run),
+            out=str(results_path(out, job.name)),
+            meta=job.meta(),
+            threads=spec.threads,
+            **spec.measure,
+            **source,
+        )
     )
-    return commands
+    return steps
 
 
 def results_path(out: Path, name: str) -> Path:
     return out / "results" / f"{name}.json"
 
 
-def execute(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run a job's commands one after the other as subprocesses (the body of a local
-    worker and of a Ray task). On KeyboardInterrupt the running command gets SIGINT,
-    checkpoints and stops; the job is then reported as interrupted."""
-    log = Path(payload["log"])
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(payload["threads"]), PYTHONUNBUFFERED="1")
-    env.pop("DUALSPARSE_NO_TORCH", None)
-    started = time.time()
-    stop = payload.get("stop")
-    with log.open("a", encoding="utf-8") as handle:
-        for argv in payload["commands"]:
-            if stop is not None and stop.is_set():
-                return {"name": payload["name"], "status": "interrupted"}
-            handle.write(f"$ python -m {' '.join(argv)}\n")
-            handle.flush()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", *argv],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # a terminal's Ctrl-C reaches the sweep, which forwards it
-            )
-            payload.get("register", lambda p: None)(proc)
-            try:
-                rc = proc.wait()
-            except KeyboardInterrupt:
-                proc.send_signal(signal.SIGINT)
-                proc.wait()
-                return {"name": payload["name"], "status": "interrupted"}
-            if stop is not None and stop.is_set():  # a run stopped by SIGINT exits 0
-                return {"name": payload["name"], "status": "interrupted"}
-            if rc != 0:
-                return {
-                    "name": payload["name"],
-                    "status": "interrupted" if rc in (130, -2, -15) else "failed",
-                    "returncode": rc,
-                    "error": _tail(log),
-                    "seconds": time.time() - started,
-                }
-    return {"name": payload["name"], "status": "done", "seconds": time.time() - started}
-
-
-def _tail(log: Path) -> str:
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-LOG_TAIL:])
-
-
-# ---------------------------------------------------------------- executors
-
-
-class LocalExecutor:
-    """Up to ``jobs`` subprocesses at a time (threads only wait on them)."""
-
-    def __init__(self, jobs: int):
-        self.pool = cf.ThreadPoolExecutor(max_workers=jobs)
-        self.futures: dict[cf.Future, str] = {}
-        self.procs: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-
-    def _register(self, proc: subprocess.Popen) -> None:
-        with self.lock:
-            self.procs = {p for p in self.procs if p.poll() is None} | {proc}
-
-    def submit(self, payload: dict[str, Any]) -> None:
-        payload = dict(payload, register=self._register, stop=self.stop)
-        self.futures[self.pool.submit(execute, payload)] = payload["name"]
-
-    def pending(self) -> int:
-        return len(self.futures)
-
-    def wait_one(self) -> list[dict[str, Any]]:
-        done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
-        results = []
-        for future in done:
-            name = self.futures.pop(future)
-            try:
-                results.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - a worker bug is one failed job
-                results.append({"name": name, "status": "failed", "error": repr(exc)})
-        return results
-
-    def interrupt(self) -> list[dict[str, Any]]:
-        self.stop.set()
-        with self.lock:
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-        results = []
-        while self.futures:
-            results += self.wait_one()
-        self.pool.shutdown()
-        return results
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-
-class RayExecutor:
-    """Each job a Ray task with ``num_cpus=threads``; ``address`` joins a running cluster."""
-
-    def __init__(self, address: str | None, threads: int, jobs: int):
-        try:
-            import ray
-        except ImportError:
-            raise DualsparseError(
-                "--executor ray needs Ray: pip install 'dualsparse[ray]' (or pip install ray)"
-            ) from None
-        self.ray = ray
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=max(jobs * threads, threads), log_to_driver=False)
-        self.task = ray.remote(num_cpus=threads, max_retries=0)(execute)
-        self.refs: dict[Any, str] = {}
-
-    def submit(self, payload: dict[str, Any]) -> None:
-        self.refs[self.task.remote(payload)] = payload["name"]
-
-    def pending(self) -> int:
-        return len(self.refs)
-
-    def wait_one(self) -> list[dict[str, Any]]:
-        ready, _ = self.ray.wait(list(self.refs), num_returns=1)
-        results = []
-        for ref in ready:
-            name = self.refs.pop(ref)
-            try:
-                results.append(self.ray.get(ref))
-            except Exception as exc:  # noqa: BLE001 - a task that died is one failed job
-                results.append({"name": name, "status": "failed", "error": repr(exc)})
-        return results
-
-    def interrupt(self) -> list[dict[str, Any]]:
-        for ref in self.refs:
-            self.ray.cancel(ref)  # KeyboardInterrupt in the task: its run checkpoints
-        results = []
-        while self.refs:
-            results += self.wait_one()
-        for result in results:  # ray.get of a cancelled task raises: not a failure
-            if result["status"] == "failed":
-                result["status"] = "interrupted"
-        return results
-
-    def close(self) -> None:
-        pass
-
-
 # ---------------------------------------------------------------- the sweep
 
 
-def data_arguments(data: str | None, dataset: str | None, cache_dir: str | None) -> list[str]:
+def resolve_data(
+    data: str | None, dataset: str | None, cache_dir: str | None
+) -> dict[str, str | None]:
+    """The sweep's corpus as the steps take it (``data``, ``dataset``, ``cache_dir``),
+    checked once here; a directory becomes an absolute path."""
     if data and dataset:
         raise DualsparseError("give --data or --dataset, not both")
     if data:
         if not Path(data).exists():
             raise DualsparseError(f"--data {data} does not exist; give the corpus directory")
-        return ["--data", str(Path(data).resolve())]
+        return {"data": str(Path(data).resolve()), "dataset": None, "cache_dir": None}
     if dataset:
-        return ["--dataset", dataset] + (["--cache-dir", cache_dir] if cache_dir else [])
+        return {"data": None, "dataset": dataset, "cache_dir": cache_dir}
     raise DualsparseError(
         "this sweep names no data: give --data DIR (PTB-format train/valid/test files) "
         "or --dataset ptb|wikitext2"
     )
+
+
+def data_arguments(source: dict[str, str | None]) -> list[str]:
+    """The corpus as command-line options (``data_args`` of sweep.json, shown in reports)."""
+    if source["data"]:
+        return ["--data", source["data"]]
+    cache = ["--cache-dir", source["cache_dir"]] if source["cache_dir"] else []
+    return ["--dataset", str(source["dataset"]), *cache]
 
 
 def _load_state(out: Path, spec: SweepSpec) -> dict[str, Any]:
@@ -268,6 +119,74 @@ def _load_state(out: Path, spec: SweepSpec) -> dict[str, Any]:
             )
         return state
     return {"name": spec.name, "jobs": {}}
+
+
+class Ledger:
+    """Every job's status, in memory and in ``OUT/sweep.json`` (``state``), and which
+    jobs may start now."""
+
+    def __init__(self, spec: SweepSpec, out: Path, state: dict[str, Any]):
+        self.spec, self.out, self.state = spec, out, state
+        names = {job.name for job in spec.job_list}
+        self.records = state["jobs"] = {n: r for n, r in state["jobs"].items() if n in names}
+        self.status: dict[str, str] = {}
+        for job in spec.job_list:
+            rec = self.records.setdefault(job.name, {"attempts": 0})
+            rec.update(meta=job.meta(), log=str(out / "logs" / f"{job.name}.log"))
+            self.set(job.name, "done" if results_path(out, job.name).exists() else "pending")
+        self.depth = dependants_depth(spec)
+
+    def set(self, name: str, status: str) -> None:
+        self.status[name] = self.records[name]["status"] = status
+
+    def save(self) -> None:
+        atomic_write_text(self.out / "sweep.json", json.dumps(self.state, indent=1))
+
+    def named(self, status: str) -> list[str]:
+        return [name for name, s in self.status.items() if s == status]
+
+    def skip_dependants_of_failures(self) -> None:
+        """A failed or skipped source skips the jobs that prune it."""
+        for job in self.spec.job_list:
+            if self.status[job.name] == "pending" and job.source in self.status:
+                if self.status[job.source] in ("failed", "skipped"):
+                    self.set(job.name, "skipped")
+                    self.records[job.name]["error"] = f"{job.source} did not finish"
+
+    def ready(self) -> list[Job]:
+        """Pending jobs whose source is done, the longest chain of dependants first."""
+        jobs_now = [
+            job
+            for job in self.spec.job_list
+            if self.status[job.name] == "pending"
+            and (job.source is None or self.status[job.source] == "done")
+        ]
+        return sorted(jobs_now, key=lambda job: -self.depth[job.name])
+
+    def start(self, name: str) -> None:
+        self.set(name, "running")
+        self.records[name]["attempts"] += 1
+        self.save()
+
+    def finish(self, result: dict[str, Any]) -> str:
+        """Record a worker's result; returns the job's new status."""
+        name, rec = result["name"], self.records[result["name"]]
+        # The results file is written last: a job that has one is done, even if the sweep
+        # was interrupted between its measurement's end and the worker's report.
+        self.set(name, "done" if results_path(self.out, name).exists() else result["status"])
+        for key in ("seconds", "returncode", "error"):
+            if key in result:
+                rec[key] = result[key]
+        if rec["status"] == "done":
+            rec.pop("error", None)
+        self.save()
+        return rec["status"]
+
+    def requeue_unfinished(self) -> None:
+        """After an interrupt: what was running starts again next time."""
+        for name in self.named("running") + self.named("interrupted"):
+            self.records[name]["status"] = "pending"
+        self.save()
 
 
 def run_sweep(
@@ -286,7 +205,7 @@ def run_sweep(
     from tqdm import tqdm
 
     out = Path(out)
-    data_args = data_arguments(
+    source = resolve_data(
         data or (None if dataset else spec.data),
         dataset or (None if data else spec.dataset),
         cache_dir,
@@ -296,27 +215,15 @@ def run_sweep(
         raise DualsparseError(f"--jobs {jobs} must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
     state = _load_state(out, spec)
-    state.update(spec=spec.raw, data_args=data_args, executor=executor)
-    names = {job.name for job in spec.job_list}
-    records = state["jobs"] = {n: r for n, r in state["jobs"].items() if n in names}
-    status = {}
-    for job in spec.job_list:
-        rec = records.setdefault(job.name, {"attempts": 0})
-        rec.update(meta=job.meta(), log=str(out / "logs" / f"{job.name}.log"))
-        status[job.name] = "done" if results_path(out, job.name).exists() else "pending"
-        rec["status"] = status[job.name]
-
-    def save() -> None:
-        atomic_write_text(out / "sweep.json", json.dumps(state, indent=1))
-
-    save()
+    state.update(spec=spec.raw, data_args=data_arguments(source), executor=executor)
+    ledger = Ledger(spec, out, state)
+    ledger.save()
     runner = (
         LocalExecutor(jobs) if executor == "local" else RayExecutor(address, spec.threads, jobs)
     )
-    depth = dependants_depth(spec)
     bar = tqdm(
         total=len(spec.job_list),
-        initial=sum(s == "done" for s in status.values()),
+        initial=len(ledger.named("done")),
         desc=f"sweep {spec.name}",
         unit="run",
         disable=not progress,
@@ -324,71 +231,43 @@ def run_sweep(
     )
 
     def finish(result: dict[str, Any]) -> None:
-        name = result["name"]
-        rec = records[name]
-        # The results file is written last: a job that has one is done, even if the sweep
-        # was interrupted between its measurement's end and the worker's report.
-        status[name] = rec["status"] = (
-            "done" if results_path(out, name).exists() else result["status"]
-        )
-        for key in ("seconds", "returncode", "error"):
-            if key in result:
-                rec[key] = result[key]
-        if status[name] == "failed":
-            bar.write(f"failed: {name} (log: {rec['log']})")
-        if status[name] == "done":
-            rec.pop("error", None)
+        status = ledger.finish(result)
+        if status == "failed":
+            bar.write(f"failed: {result['name']} (log: {ledger.records[result['name']]['log']})")
+        elif status == "done":
             bar.update(1)
-        save()
-
-    def ready() -> list[Job]:
-        jobs_now = [
-            job
-            for job in spec.job_list
-            if status[job.name] == "pending"
-            and (job.source is None or status[job.source] == "done")
-        ]
-        return sorted(jobs_now, key=lambda job: -depth[job.name])  # longest chain first
 
     try:
         while True:
-            for job in spec.job_list:  # a failed or skipped source skips its dependants
-                if status[job.name] == "pending" and job.source in status:
-                    if status[job.source] in ("failed", "skipped"):
-                        status[job.name] = records[job.name]["status"] = "skipped"
-                        records[job.name]["error"] = f"{job.source} did not finish"
-            while runner.pending() < jobs and (candidates := ready()):
+            ledger.skip_dependants_of_failures()
+            while runner.pending() < jobs and (candidates := ledger.ready()):
                 job = candidates[0]
-                status[job.name] = records[job.name]["status"] = "running"
-                records[job.name]["attempts"] += 1
-                save()
+                ledger.start(job.name)
+                steps = job_steps(spec, job, out, source)
                 runner.submit(
                     {
                         "name": job.name,
                         "threads": spec.threads,
-                        "log": records[job.name]["log"],
-                        "commands": job_commands(spec, job, out, data_args),
+                        "log": ledger.records[job.name]["log"],
+                        "steps": [step.to_json() for step in steps],
                     }
                 )
             if not runner.pending():
                 break
-            bar.set_postfix_str(", ".join(n for n, s in status.items() if s == "running")[:60])
+            bar.set_postfix_str(", ".join(ledger.named("running"))[:60])
             for result in runner.wait_one():
                 finish(result)
     except KeyboardInterrupt:
         bar.write("interrupted: stopping the running jobs at their next checkpoint …")
         for result in runner.interrupt():
             finish(result)
-        for name, s in status.items():
-            if s in ("running", "interrupted"):
-                records[name]["status"] = "pending"
-        save()
+        ledger.requeue_unfinished()
         bar.close()
         raise
     finally:
         runner.close()
     bar.close()
-    save()
+    ledger.save()
     return state
 
 
