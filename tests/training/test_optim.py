@@ -80,6 +80,20 @@ def test_window_rate_is_scaled_by_window_over_bptt_and_thresholds_by_their_scale
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.015, 0.015, 0.0075])
 
 
+
+@pytest.mark.parametrize("decay_thresholds", [True, False])
+def test_the_optimizer_decays_thresholds_only_when_the_config_says_so(decay_thresholds):
+    """train.decay_thresholds reaches the optimizer: the thresholds' group gets bias_decay
+    (dualsparse's default) or no decay at all (the EvNN reference)."""
+    cfg = tiny_run_config(bias_decay=0.3, weight_decay=0.1, decay_thresholds=decay_thresholds)
+    optimizer = make_optimizer(LanguageModel(cfg.model, vocab_size=30), cfg.train)
+    decay = {group["name"]: group["weight_decay"] for group in optimizer.param_groups}
+    assert decay == {
+        "weights": 0.1,
+        "biases": 0.3,
+        "thresholds": 0.3 if decay_thresholds else 0.0,
+    }
+
 def test_training_sets_the_last_short_window_to_its_scaled_rate(tiny_corpus_dir, tmp_path):
     """The loop applies the scaling: 154 tokens in 4 columns are 38 rows, 37 input steps,
     fixed windows of 8 are 8, 8, 8, 8, 5; the last one trains at 0.01 · 5/8 = 0.00625."""

@@ -18,7 +18,12 @@ from dualsparse.models.lm import parameter_groups
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = parameter_groups(
-        model, cfg.weight_decay, cfg.bias_decay, cfg.threshold_lr_scale, cfg.lr
+        model,
+        cfg.weight_decay,
+        cfg.bias_decay,
+        cfg.threshold_lr_scale,
+        cfg.lr,
+        decay_thresholds=cfg.decay_thresholds,
     )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
