@@ -12,18 +12,10 @@ assumes *which* inputs are active is independent of *which* columns survived
 pruning; here both are measured and ``exact_over_estimate`` says how far the
 assumption is off (> 1: active inputs tend to meet denser columns).
 
-Products per layer l of a language model (weights ``weight_ih`` [G·H, I],
-``weight_hh`` [G·H, H]; G = 3 for EGRU and GRU, 4 for LSTM):
-
-- ``layerl.W_ih``: W_ih · x_t, x = the embedding row (layer 0) or the output of
-  layer l−1;
-- LSTM/GRU ``layerl.W_hh``: W_hh · h_{t−1};
-- EGRU ``layerl.U_ur`` (rows 0:2H of weight_hh) · y_{t−1} and ``layerl.U_z``
-  (rows 2H:3H) · (r ⊙ y_{t−1}); r = σ(·) > 0, so r ⊙ y_{t−1} is nonzero exactly
-  where y_{t−1} is and both products read the same activity;
-- head: ``projection`` [E, H_last] on the last layer's output if the model has
-  one, then ``decoder`` [V, E] on the projected vector (dense in practice, but
-  measured like every other input), else ``decoder`` directly on the last output.
+The products (names, weight rows, shapes, which input each reads) are those of
+``architecture.Architecture``: per layer W_ih and the recurrent ones (LSTM/GRU
+W_hh; EGRU U_ur and U_z, which read the same activity), then projection and
+decoder (dense in practice, but measured like every other input).
 
 The previous output at the first step of a window is the last output of the
 previous window (the carried state), zeros at the start of the split. Biases,
@@ -41,11 +33,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from dualsparse.architecture import CELLS, Architecture, Product
 from dualsparse.data.batching import batchify, get_batch
 from dualsparse.errors import DualsparseError
 from dualsparse.models.lm import LanguageModel
 
-GATES = {"egru": 3, "lstm": 4, "gru": 3}
 NOTE = "biases not counted (nor nonlinearities and elementwise products)"
 
 
@@ -64,69 +56,17 @@ def event_macs(active: Tensor, col_nnz: Tensor) -> int:
     return event_macs_from_counts(active.sum(dim=0, dtype=torch.int64), col_nnz)
 
 
-@dataclass(frozen=True)
-class _Product:
-    """One matrix-vector product per token: which weight rows, which input sequence."""
-
-    name: str
-    weight: str  # parameter name in LanguageModel
-    row_start: int
-    rows: int
-    cols: int
-    # "x{l}": input of layer l (x{L}: the last layer's output), "h{l}": layer l's previous
-    # output, "projected": the projection's output
-    source: str
-    recurrent: bool  # counted in the paper's RNN-only total
-
-
 def _products(
     model_type: str,
     emb_size: int,
     hidden_sizes: list[int],
     vocab_size: int | None,
     projection: bool,
-) -> list[_Product]:
-    gates = GATES[model_type]
-    products = []
-    sizes = [emb_size, *hidden_sizes]
-    for layer, (n_in, hidden) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        prefix, param = f"layer{layer}", f"layers.{layer}"
-        products.append(
-            _Product(
-                f"{prefix}.W_ih", f"{param}.weight_ih", 0, gates * hidden, n_in, f"x{layer}", True
-            )
-        )
-        if model_type == "egru":
-            recurrent = [("U_ur", 0, 2 * hidden), ("U_z", 2 * hidden, hidden)]
-        else:
-            recurrent = [("W_hh", 0, gates * hidden)]
-        for name, start, rows in recurrent:
-            products.append(
-                _Product(
-                    f"{prefix}.{name}", f"{param}.weight_hh", start, rows, hidden, f"h{layer}", True
-                )
-            )
-    if vocab_size is not None:
-        last = f"x{len(hidden_sizes)}"
-        if projection:
-            products.append(
-                _Product(
-                    "projection", "projection.weight", 0, emb_size, hidden_sizes[-1], last, False
-                )
-            )
-            last = "projected"
-        products.append(
-            _Product(
-                "decoder",
-                "decoder.weight",
-                0,
-                vocab_size,
-                emb_size if projection else hidden_sizes[-1],
-                last,
-                False,
-            )
-        )
-    return products
+) -> list[Product]:
+    """The products of ``architecture.Architecture``; a model without a projection whose
+    last layer differs in size from the embedding has an untied decoder."""
+    tied = projection or hidden_sizes[-1] == emb_size
+    return Architecture(model_type, emb_size, hidden_sizes, vocab_size, tied).products()
 
 
 @dataclass
@@ -229,9 +169,9 @@ def dense_macs_per_token(
     """Dense MACs per token of a described AWD-style model (decoder tied to the embedding,
     so a projection exists when the last hidden size differs from ``emb_size``); the head
     is counted only when ``vocab_size`` is given."""
-    if model_type not in GATES:
+    if model_type not in CELLS:
         raise DualsparseError(
-            f"model type {model_type!r} is unknown; choose one of {', '.join(GATES)}"
+            f"model type {model_type!r} is unknown; choose one of {', '.join(CELLS)}"
         )
     _check_positive(emb_size, "the embedding size")
     if not hidden_sizes:
@@ -240,13 +180,7 @@ def dense_macs_per_token(
         _check_positive(size, "every hidden size")
     if vocab_size is not None:
         _check_positive(vocab_size, "the vocabulary size")
-    products = _products(
-        model_type,
-        emb_size,
-        list(hidden_sizes),
-        vocab_size,
-        projection=hidden_sizes[-1] != emb_size,
-    )
+    products = Architecture(model_type, emb_size, hidden_sizes, vocab_size).products()
     rows = [MacRow(p.name, p.rows, p.cols, p.recurrent) for p in products]
     return MacReport(model_type, emb_size, list(hidden_sizes), vocab_size, rows)
 
@@ -254,7 +188,7 @@ def dense_macs_per_token(
 def _input_sequences(
     model: LanguageModel, inputs: Tensor, layer_outputs: list[Tensor], previous: list[Tensor]
 ) -> dict[str, Tensor]:
-    """Every product's input sequence [T, B, in] of one window, keyed like ``_Product.source``;
+    """Every product's input sequence [T, B, in] of one window, keyed like ``Product.source``;
     updates ``previous`` (each layer's last output) for the next window."""
     sequences = {"x0": model.encoder.weight[inputs]}
     for layer, out in enumerate(layer_outputs):
