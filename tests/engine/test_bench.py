@@ -1,18 +1,21 @@
 """The latency benchmark: its rows, the MAC ratios it prints, and the dense steppers' maths."""
 
+import numpy as np
 import pytest
 import torch
-from engine_helpers import export_fixture, random_model
+from engine_helpers import VOCAB, export_fixture, random_model
 
 from dualsparse.cli import main
+from dualsparse.config import ModelConfig
 from dualsparse.engine.bench import calibrate_thresholds, run_benchmark, synthetic_model
-from dualsparse.engine.dense_baselines import DenseStepper, dense_macs
-from dualsparse.engine.export import weight_sparsity
+from dualsparse.engine.dense_baselines import DenseStepper
+from dualsparse.engine.export import load_export, weight_sparsity
+from dualsparse.engine.runtime import Engine
+from dualsparse.models.lm import LanguageModel
+from dualsparse.sparsity.macs import measure_macs
 
-
-def test_dense_macs_match_the_paper_totals():
-    assert dense_macs("lstm", 400, [1150, 1150, 400], 10_000) == (20_190_000, 24_190_000)
-    assert dense_macs("egru", 750, [1350, 1350, 750], 10_000)[0] == 24_165_000
+# dense AWD-LSTM (emb 400, hidden 1150,1150,400) per token, by hand: 4H(I + H) per layer
+AWD_RNN_MACS = 4 * 1150 * (400 + 1150) + 4 * 1150 * (1150 + 1150) + 4 * 400 * (1150 + 400)
 
 
 @pytest.mark.parametrize("model_type", ["lstm", "gru"])
@@ -33,17 +36,81 @@ def test_dense_stepper_is_the_torch_cell(model_type):
             torch.testing.assert_close(out, expected[0], atol=1e-5, rtol=0)
 
 
+def test_dense_egru_stepper_is_the_models_step():
+    """Two layers and a projection, stepped with fused addmv, against the PyTorch
+    LanguageModel (its EGRU sequence function) run over the same tokens with the same
+    weights: every layer's output and the logits, token by token."""
+    stepper = DenseStepper("egru", 5, [7, 6], 11, seed=2)
+    model = LanguageModel(ModelConfig(type="egru", emb_size=5, hidden_sizes=[7, 6]), 11).eval()
+    with torch.no_grad():
+        model.encoder.weight.copy_(stepper.embedding)
+        model.decoder.bias.copy_(stepper.decoder_bias)
+        model.projection.weight.copy_(stepper.projection)
+        for layer, weights in zip(model.layers, stepper.layers, strict=True):
+            layer.weight_ih.copy_(weights["w_ih"])
+            layer.weight_hh.copy_(weights["w_hh"])
+            layer.bias.copy_(weights["b"])
+            layer.threshold.copy_(weights["threshold"])
+        tokens = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
+        expected = model(tokens.view(-1, 1))
+    outputs = [[] for _ in stepper.layers]
+    for t, token in enumerate(tokens.tolist()):
+        log_normalizer = stepper.step(token)
+        for layer, out in zip(stepper.layers, outputs, strict=True):
+            out.append(layer["h"].clone())
+        torch.testing.assert_close(stepper.logits, expected.logits[t, 0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            log_normalizer, torch.logsumexp(expected.logits[t, 0], 0), atol=1e-5, rtol=0
+        )
+    for mine, theirs in zip(outputs, expected.layer_outputs, strict=True):
+        torch.testing.assert_close(torch.stack(mine), theirs[:, 0], atol=1e-5, rtol=0)
+        assert 0 < int((theirs != 0).sum()) < theirs.numel()  # units both fire and rest
+
+
 def test_synthetic_model_has_its_sparsity_and_calibrated_activity():
     model = synthetic_model("egru", 8, [40, 8], 20, 0.8, seed=1)
     assert weight_sparsity(model) == pytest.approx(0.8, abs=0.05)
     calibrate_thresholds(model, 0.2, tokens=40)
-    result = run_benchmark(model, tokens=10, warmup=2, threads=(1,))
-    assert all(0.05 < a < 0.5 for a in result["model"]["layer_activity"])
+    engine = Engine(model)
+    for token in np.random.default_rng(7).integers(0, 20, 60):
+        engine.step_rnn(int(token))
+    assert all(0.05 < a < 0.5 for a in engine.counts()["layer_activity"])
+
+
+def test_bench_ratios_are_the_dense_macs_over_the_measured_event_macs(tmp_path):
+    """Theory = dense AWD-LSTM MACs (by hand) / the row's MACs: for the engine, the event
+    MACs that the PyTorch model's own activity implies (measure_macs on the tokens the
+    engine row was counted on); for the dense rows, their dense MACs by hand."""
+    torch_model = random_model("egru", 0.8)
+    model = load_export(export_fixture(tmp_path)(torch_model))
+    tokens, warmup, seed = 10, 2, 3
+    result = run_benchmark(model, tokens=tokens, warmup=warmup, threads=(1,), seed=seed)
     rows = {r["name"]: r for r in result["rows"]}
-    dense, engine_dense = rows["dense AWD-LSTM"], rows["engine AWD-LSTM (dense, no table)"]
-    # speedups are over the faster of the two dense AWD-LSTM paths
-    assert max(dense["speedup_rnn"], engine_dense["speedup_rnn"]) == pytest.approx(1.0)
-    assert dense["speedup_rnn_theory"] == 1.0
+    # the stream the benchmark samples; each timed pass counts warmup + tokens / 2 of it
+    stream = Engine(model, input_table=True).generate([], tokens + warmup, 1.0, seed)
+    counted = torch.tensor([*stream[: warmup + tokens // 2], 0])  # the last is only a target
+    report = measure_macs(torch_model, counted, batch_size=1)
+    rnn_event, totals = report.totals("rnn"), report.totals("full")
+    awd_full = AWD_RNN_MACS + VOCAB * 400  # decoder [V, 400], no projection
+    for name in ("engine EGRU (80% pruned, table)", "engine EGRU (80% pruned, no table)"):
+        row = rows[name]
+        assert row["speedup_rnn_theory"] == pytest.approx(
+            AWD_RNN_MACS / rnn_event["event_macs_per_token"]
+        )
+        assert row["speedup_full_theory"] == pytest.approx(
+            awd_full / totals["event_macs_per_token"]
+        )
+        assert row["speedup_rnn"] > 5  # a few hundred MACs against 20 million
+    # dense EGRU of the model's size (emb 8, hidden 10,6, V 30), per layer 3H·I + 3H·H
+    egru_rnn = 30 * 8 + 30 * 10 + 18 * 10 + 18 * 6
+    egru_full = egru_rnn + 8 * 6 + VOCAB * 8  # projection [8, 6], decoder [V, 8]
+    dense_egru = rows["dense EGRU (model size)"]
+    assert (dense_egru["macs_per_token_rnn"], dense_egru["macs_per_token_full"]) == (
+        egru_rnn,
+        egru_full,
+    )
+    assert dense_egru["speedup_rnn_theory"] == pytest.approx(AWD_RNN_MACS / egru_rnn)
+    assert rows["dense AWD-LSTM"]["macs_per_token_rnn"] == 20_190_000 == AWD_RNN_MACS
 
 
 def test_cli_bench_prints_every_row(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The deployment format: CSC round trips, and every kind of damage rejected in one line."""
 
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -170,3 +171,24 @@ def test_malformed_exports_are_rejected_with_one_line(damage, export_dir):
 def test_missing_directory_says_how_to_make_one(tmp_path):
     with pytest.raises(DualsparseError, match="dualsparse export"):
         load_export(tmp_path / "nowhere")
+
+
+def test_export_files_are_shared_readable_and_replace_an_old_export(export_dir):
+    """Written through fileio: mode 0644 (not mkstemp's 0600), no temporary files left,
+    and a second export over the first replaces it."""
+    directory = export_dir(random_model("gru", 0.5))
+    export_dir(random_model("egru", 0.5))  # same directory name: replaces the GRU
+    assert sorted(p.name for p in directory.iterdir()) == [HEADER_FILE, TENSOR_FILE]
+    for name in (HEADER_FILE, TENSOR_FILE):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o644
+    assert load_export(directory).model_type == "egru"
+
+
+@pytest.mark.parametrize("key, value", [("reset_after", True), ("carry_local_state", False)])
+def test_export_refuses_model_options_the_engine_does_not_compute(key, value, export_dir):
+    model = random_model("egru", 0.0)
+    setattr(model.cfg, key, value)
+    with pytest.raises(DualsparseError, match=f"does not support model.{key}: "):
+        export_dir(model)
+    setattr(model.cfg, key, not value)  # the supported value (also the default) exports
+    assert load_export(export_dir(model)).model_type == "egru"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from dualsparse.engine import kernels
+from dualsparse.engine import kernels, scalar_math
 from dualsparse.engine.format import csc_from_dense
 
 
@@ -37,7 +37,7 @@ def test_gate_exp_is_within_one_ulp_of_libm_and_keeps_nan():
     @njit(error_model="numpy")
     def gate_exp(values, out):
         for i in range(values.shape[0]):
-            out[i] = kernels._exp(values[i])
+            out[i] = scalar_math.exp(values[i])
 
     rng = np.random.default_rng(0)
     values = np.concatenate(
@@ -66,3 +66,16 @@ def test_active_list_is_the_nonzero_positions_in_order():
     active = np.full(1000, -1, dtype=np.int64)
     n = kernels.find_active(x, active)
     assert list(active[:n]) == list(np.flatnonzero(x))
+
+
+def test_layer_counters_have_a_slot_for_every_recurrent_product_of_every_cell():
+    """A cell with more recurrent products than ``MACS_RECURRENT`` leaves room for would
+    count into the active-input slots."""
+    from dualsparse.architecture import CELLS
+
+    widest = max(len(cell.recurrent) for cell in CELLS.values())
+    macs = [kernels.MACS_INPUT, *(kernels.MACS_RECURRENT + k for k in range(widest))]
+    slots = [*macs, kernels.ACTIVE_INPUTS, kernels.ACTIVE_RECURRENT]
+    assert sorted(slots) == list(range(kernels.LAYER_STATS))
+    head = [kernels.HEAD_MACS, kernels.HEAD_ACTIVE_INPUTS]
+    assert sorted(head) == list(range(kernels.HEAD_STATS))

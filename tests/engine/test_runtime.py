@@ -10,7 +10,7 @@ from engine_helpers import VOCAB, export_fixture, random_model
 
 from conftest import SHARED_DATA, tiny_run_config
 from dualsparse.cli import main
-from dualsparse.engine import kernels
+from dualsparse.engine import jit
 from dualsparse.engine.export import export_run, load_export
 from dualsparse.engine.runtime import Engine, encode_text_lines
 from dualsparse.errors import DualsparseError
@@ -175,7 +175,7 @@ def test_token_ids_outside_the_vocabulary_are_refused(export_dir):
 
 def test_missing_numba_is_a_clear_error(monkeypatch, export_dir):
     directory = export_dir(random_model("gru", 0.0))
-    monkeypatch.setattr(kernels, "numba", None)
+    monkeypatch.setattr(jit, "numba", None)
     with pytest.raises(DualsparseError, match=r"pip install 'dualsparse\[engine\]'"):
         Engine.load(directory)
 

@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from dualsparse.engine import kernels
-from dualsparse.engine.dense_baselines import AWD_LSTM, DenseStepper, dense_macs
+from dualsparse.architecture import Architecture
+from dualsparse.engine import jit
+from dualsparse.engine.dense_baselines import AWD_LSTM, DenseStepper
 from dualsparse.engine.format import (
     CSCMatrix,
     ExportedModel,
     csc_from_dense,
-    dense_shapes,
-    product_shapes,
     weight_sparsity,
 )
 from dualsparse.engine.runtime import Engine
@@ -44,17 +43,16 @@ def synthetic_model(
     """A random model in the export format, each matrix pruned to ``weight_sparsity`` at
     random positions (what global magnitude pruning does to i.i.d. weights)."""
     rng = np.random.default_rng(seed)
-    projection = hidden_sizes[-1] != emb_size
+    arch = Architecture(model_type, emb_size, hidden_sizes, vocab_size)
     matrices: dict[str, CSCMatrix] = {}
-    for name, (rows, cols) in product_shapes(
-        model_type, emb_size, hidden_sizes, projection
-    ).items():
+    for product in arch.sparse_products():
+        rows, cols = product.rows, product.cols
         bound = cols**-0.5
         weight = rng.uniform(-bound, bound, size=(rows, cols)).astype(np.float32)
         weight[rng.random((rows, cols)) < weight_sparsity] = 0.0
-        matrices[name] = csc_from_dense(weight)
+        matrices[product.name] = csc_from_dense(weight)
     dense = {}
-    for name, shape in dense_shapes(model_type, emb_size, hidden_sizes, vocab_size, True).items():
+    for name, (_, shape) in arch.dense_tensors().items():
         if name.endswith("threshold"):
             dense[name] = np.full(shape, threshold, dtype=np.float32)
         else:
@@ -67,7 +65,7 @@ def synthetic_model(
         list(hidden_sizes),
         vocab_size,
         True,
-        projection,
+        arch.projection,
         itos,
         matrices,
         dense,
@@ -132,8 +130,8 @@ def _set_threads(threads: int) -> None:
     count resets PyTorch's (a dense baseline then silently ran its decoder on 2 threads)."""
     import torch
 
-    if kernels.numba is not None:
-        kernels.numba.set_num_threads(min(threads, kernels.numba.config.NUMBA_NUM_THREADS))
+    if jit.numba is not None:
+        jit.numba.set_num_threads(min(threads, jit.numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(threads)
     if torch.get_num_threads() != threads:
         raise RuntimeError(f"PyTorch runs {torch.get_num_threads()} threads, not {threads}")
@@ -153,50 +151,91 @@ def run_benchmark(
     for EGRU too), the engine on ``model`` (with and without the first-layer table) and on
     the dense AWD-LSTM, at each thread count; plus the engine's per-token overhead outside
     its kernels. Each row is timed in ``rounds`` rounds of ``tokens / rounds`` tokens."""
-    import torch
-
-    previous_threads = torch.get_num_threads()
     engine = Engine(model, input_table=input_table)
     stream = engine.generate([], tokens + warmup, 1.0, seed)
     engine.reset()
-    sizes = (model.emb_size, model.hidden_sizes, model.vocab_size)
-    dense_models = [
-        (
-            "dense AWD-LSTM",
-            DenseStepper(AWD_LSTM[0], AWD_LSTM[1], AWD_LSTM[2], model.vocab_size, seed),
-            dense_macs(AWD_LSTM[0], AWD_LSTM[1], AWD_LSTM[2], model.vocab_size),
-        )
-    ]
-    for kind in dict.fromkeys([model.model_type, "gru"]):
-        dense_models.append(
-            (
-                f"dense {kind.upper()} (model size)",
-                DenseStepper(kind, *sizes, seed),
-                dense_macs(kind, *sizes),
-            )
-        )
-    pruned = f"{weight_sparsity(model):.0%} pruned"
-    engines = [
-        (f"engine {model.model_type.upper()} ({pruned}{', table' if input_table else ''})", engine)
-    ]
-    if input_table:
-        engines.append((f"engine {model.model_type.upper()} ({pruned}, no table)", Engine(model)))
-    engines.append(
-        (
-            "engine AWD-LSTM (dense, no table)",
-            Engine(synthetic_model(*AWD_LSTM, model.vocab_size, 0.0, seed)),
-        )
-    )
+    engines = _engines(model, engine, input_table, seed)
     contenders = [
         (name, stepper.step_rnn, stepper.step, lambda: None, lambda m=macs: m)
-        for name, stepper, macs in dense_models
+        for name, stepper, macs in _dense_models(model, seed)
     ] + [
         (name, timed.step_rnn, timed.step, timed.reset, lambda e=timed: _engine_macs(e))
         for name, timed in engines
     ]
     per_round = stream[: warmup + max(tokens // rounds, 1)]
+    samples, macs = _time_contenders(contenders, engines, per_round, warmup, threads, rounds)
+    rows = [
+        BenchRow(name, n, *macs[(name, n)], np.concatenate(rnn), np.concatenate(full))
+        for (name, n), (rnn, full) in samples.items()
+    ]
+    matrices = model.matrices.values()
+    return {
+        "model": {
+            "type": model.model_type,
+            "emb_size": model.emb_size,
+            "hidden_sizes": model.hidden_sizes,
+            "vocab_size": model.vocab_size,
+            "weight_sparsity": weight_sparsity(model),
+            "layer_activity": engine.counts()["layer_activity"],
+        },
+        "sparse_weight_bytes": {
+            "values": sum(int(m.values.nbytes) for m in matrices),
+            "indices": sum(int(m.row_indices.nbytes + m.col_ptr.nbytes) for m in matrices),
+        },
+        "tokens": rounds * max(tokens // rounds, 1),
+        "rounds": rounds,
+        "warmup": warmup,
+        "input_table": input_table,
+        "input_table_bytes": engine.table_bytes,
+        "overhead_ms_per_token": float(
+            np.median(_overhead_ms(model.model_type, len(model.hidden_sizes)))
+        ),
+        "rows": _with_speedups([r.to_dict() for r in rows]),
+    }
+
+
+def _dense_models(model: ExportedModel, seed: int) -> list[tuple[str, DenseStepper, tuple]]:
+    """(name, stepper, (dense RNN MACs, dense full MACs) per token) of the dense rows."""
+    sizes = (model.emb_size, model.hidden_sizes, model.vocab_size)
+    described = [("dense AWD-LSTM", (*AWD_LSTM, model.vocab_size))] + [
+        (f"dense {kind.upper()} (model size)", (kind, *sizes))
+        for kind in dict.fromkeys([model.model_type, "gru"])
+    ]
+    rows = []
+    for name, arguments in described:
+        arch = Architecture(*arguments)
+        macs = (arch.dense_macs_per_token("rnn"), arch.dense_macs_per_token("full"))
+        rows.append((name, DenseStepper(*arguments, seed), macs))
+    return rows
+
+
+def _engines(
+    model: ExportedModel, engine: Engine, input_table: bool, seed: int
+) -> list[tuple[str, Engine]]:
+    kind, pruned = model.model_type.upper(), f"{weight_sparsity(model):.0%} pruned"
+    engines = [(f"engine {kind} ({pruned}{', table' if input_table else ''})", engine)]
+    if input_table:
+        engines.append((f"engine {kind} ({pruned}, no table)", Engine(model)))
+    awd = synthetic_model(*AWD_LSTM, model.vocab_size, 0.0, seed)
+    engines.append(("engine AWD-LSTM (dense, no table)", Engine(awd)))
+    return engines
+
+
+def _time_contenders(
+    contenders: list[tuple],
+    engines: list[tuple[str, Engine]],
+    per_round: list[int],
+    warmup: int,
+    threads: tuple[int, ...],
+    rounds: int,
+) -> tuple[dict[tuple[str, int], list[list[np.ndarray]]], dict[tuple[str, int], tuple]]:
+    """Per (row name, threads): the ms-per-token samples (RNN only, end to end) of every
+    round, and the row's MACs per token."""
+    import torch
+
+    previous_threads = torch.get_num_threads()
     samples: dict[tuple[str, int], list[list[np.ndarray]]] = {}
-    macs: dict[tuple[str, int], tuple[float, float]] = {}
+    macs: dict[tuple[str, int], tuple] = {}
     try:
         for n_threads in threads:
             _set_threads(n_threads)
@@ -218,36 +257,7 @@ def run_benchmark(
                     macs[key] = count()
     finally:
         torch.set_num_threads(previous_threads)
-    rows = [
-        BenchRow(name, n, *macs[(name, n)], np.concatenate(rnn), np.concatenate(full))
-        for (name, n), (rnn, full) in samples.items()
-    ]
-    counts = engine.counts()
-    return {
-        "model": {
-            "type": model.model_type,
-            "emb_size": model.emb_size,
-            "hidden_sizes": model.hidden_sizes,
-            "vocab_size": model.vocab_size,
-            "weight_sparsity": weight_sparsity(model),
-            "layer_activity": counts["layer_activity"],
-        },
-        "sparse_weight_bytes": {
-            "values": sum(int(m.values.nbytes) for m in model.matrices.values()),
-            "indices": sum(
-                int(m.row_indices.nbytes + m.col_ptr.nbytes) for m in model.matrices.values()
-            ),
-        },
-        "tokens": rounds * max(tokens // rounds, 1),
-        "rounds": rounds,
-        "warmup": warmup,
-        "input_table": input_table,
-        "input_table_bytes": engine.table_bytes,
-        "overhead_ms_per_token": float(
-            np.median(_overhead_ms(model.model_type, len(model.hidden_sizes)))
-        ),
-        "rows": _with_speedups([r.to_dict() for r in rows]),
-    }
+    return samples, macs
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """Dense baselines for the latency benchmark: a dense model stepped one token at a time in
-PyTorch, and its dense MACs.
+PyTorch (its dense MACs are ``Architecture.dense_macs_per_token``).
 
 Each step is one fused ``torch.addmv`` per gate block and in-place elementwise ops (a BLAS
 sgemv per product). This is the fastest dense path here: ``torch.nn.LSTM`` called per step
@@ -12,19 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualsparse.engine.format import GATES, product_shapes
+from dualsparse.architecture import GATES
 
 AWD_LSTM = ("lstm", 400, [1150, 1150, 400])
-
-
-def dense_macs(
-    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int
-) -> tuple[int, int]:
-    """Dense MACs per token: (RNN only, with projection and tied decoder)."""
-    shapes = product_shapes(model_type, emb_size, hidden_sizes, hidden_sizes[-1] != emb_size)
-    rnn = sum(r * c for n, (r, c) in shapes.items() if n.startswith("layer"))
-    head = sum(r * c for n, (r, c) in shapes.items() if not n.startswith("layer"))
-    return rnn, rnn + head + vocab_size * emb_size
 
 
 class DenseStepper:

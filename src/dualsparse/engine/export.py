@@ -5,23 +5,22 @@ An export is a directory with two files::
     model.json         header: format, version, architecture, every tensor's shape, vocabulary
     model.safetensors  the tensors (numpy dtypes, no PyTorch needed to read them)
 
-Each weight matrix of an event-driven product (the products of
-``sparsity.macs``: ``layer{l}.W_ih``, EGRU ``layer{l}.U_ur`` and ``layer{l}.U_z``,
-LSTM/GRU ``layer{l}.W_hh``, ``projection``) is stored as compressed sparse
-columns, because an event (a nonzero input j) needs exactly column j:
+Each weight matrix of an event-driven product (``Architecture.sparse_products``: every
+product of ``architecture`` but the decoder, e.g. ``layer{l}.W_ih``, EGRU ``layer{l}.U_ur``
+and ``layer{l}.U_z``, ``projection``) is stored as compressed sparse columns, because an
+event (a nonzero input j) needs exactly column j:
 
     {name}.values       float32 [nnz]      the stored nonzeros, column by column
     {name}.row_indices  uint16 [nnz]       their rows, increasing within a column
                         (int32 when the matrix has more than 65,536 rows)
     {name}.col_ptr      int64 [cols + 1]   column j is values[col_ptr[j]:col_ptr[j+1]]
 
-Dense tensors: ``embedding`` [V, E] (also the decoder when tied), ``decoder.weight``
-[V, H_last] only when not tied (then there is no projection), ``decoder.bias`` [V];
-EGRU ``layer{l}.bias`` [3H] and ``layer{l}.threshold`` [H]; LSTM/GRU
-``layer{l}.bias_ih`` and ``layer{l}.bias_hh``.
+Dense tensors (``Architecture.dense_tensors``): ``embedding`` [V, E] (also the decoder
+when tied), ``decoder.weight`` [V, H_last] only when not tied (then there is no
+projection), ``decoder.bias`` [V]; per layer the cell's vectors (EGRU ``layer{l}.bias``
+[3H] and ``layer{l}.threshold`` [H]; LSTM/GRU ``layer{l}.bias_ih`` and ``layer{l}.bias_hh``).
 
-The in-memory types (``CSCMatrix``, ``ExportedModel``) and the names and shapes an
-architecture implies are in ``engine.format``.
+The in-memory types (``CSCMatrix``, ``ExportedModel``) are in ``engine.format``.
 
 ``load_export`` checks every name, dtype, shape and index range before the engine
 sees a single number, so a damaged or hand-edited file fails with one line that
@@ -31,24 +30,21 @@ says what is wrong instead of reading out of bounds inside a compiled kernel.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dualsparse.architecture import CELLS, Architecture
 from dualsparse.engine.format import (
-    GATES,
     CSCMatrix,
     ExportedModel,
     csc_from_dense,
-    dense_shapes,
     index_dtype,
-    product_shapes,
     weight_sparsity,
 )
 from dualsparse.errors import DualsparseError
+from dualsparse.fileio import atomic_write_bytes, atomic_write_text
 
 # weight_sparsity is defined in engine.format; the CLI reads it from here, beside load_export
 __all__ = [
@@ -67,6 +63,12 @@ VERSION = 1
 HEADER_FILE = "model.json"
 TENSOR_FILE = "model.safetensors"
 FIX = "export the run again with `dualsparse export RUN OUT_DIR`"
+# model options the engine does not compute yet: (config key, the value it supports, what
+# the other value changes); read with that default, so configs without the key export
+UNSUPPORTED_OPTIONS = (
+    ("reset_after", False, "U_z reading y instead of r ⊙ y, with a recurrent bias b_hz"),
+    ("carry_local_state", True, "the EGRU's local state c zeroed at every window start"),
+)
 
 
 # --- writing (needs PyTorch: it reads a trained LanguageModel) -----------------------------
@@ -76,39 +78,16 @@ def export_model(
     model, itos: list[str], out_dir: str | Path, source: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` (a ``LanguageModel`` in eval mode) and its vocabulary to ``out_dir``."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    cfg = model.cfg
-    hidden_sizes = [layer.hidden_size for layer in model.layers]
-    projection = model.projection is not None
-    tied = model.decoder.weight is model.encoder.weight
+    check_engine_supports(model.cfg)
+    arch = Architecture.of(model)
     params = {n: p.detach().cpu().float().numpy() for n, p in model.named_parameters()}
-    # tied weights are yielded once, under the encoder's name
-    params.setdefault("decoder.weight", params["encoder.weight"])
-    tensors: dict[str, np.ndarray] = {
-        "embedding": params["encoder.weight"],
-        "decoder.bias": params["decoder.bias"],
-    }
-    if not tied:
-        tensors["decoder.weight"] = params["decoder.weight"]
-    matrices: dict[str, np.ndarray] = {}
-    for layer, hidden in enumerate(hidden_sizes):
-        p = f"layers.{layer}"
-        matrices[f"layer{layer}.W_ih"] = params[f"{p}.weight_ih"]
-        if cfg.type == "egru":
-            matrices[f"layer{layer}.U_ur"] = params[f"{p}.weight_hh"][: 2 * hidden]
-            matrices[f"layer{layer}.U_z"] = params[f"{p}.weight_hh"][2 * hidden :]
-            tensors[f"layer{layer}.bias"] = params[f"{p}.bias"]
-            tensors[f"layer{layer}.threshold"] = params[f"{p}.threshold"]
-        else:
-            matrices[f"layer{layer}.W_hh"] = params[f"{p}.weight_hh"]
-            tensors[f"layer{layer}.bias_ih"] = params[f"{p}.bias_ih"]
-            tensors[f"layer{layer}.bias_hh"] = params[f"{p}.bias_hh"]
-    if projection:
-        matrices["projection"] = params["projection.weight"]
+    tensors = {name: params[param] for name, (param, _) in arch.dense_tensors().items()}
     header_matrices = {}
-    for name, weight in matrices.items():
-        csc = csc_from_dense(weight)
+    for product in arch.sparse_products():
+        name, start = product.name, product.row_start
+        csc = csc_from_dense(params[product.weight][start : start + product.rows])
         tensors[f"{name}.values"] = csc.values
         tensors[f"{name}.row_indices"] = csc.row_indices
         tensors[f"{name}.col_ptr"] = csc.col_ptr
@@ -120,12 +99,12 @@ def export_model(
     header = {
         "format": FORMAT,
         "version": VERSION,
-        "model_type": cfg.type,
-        "emb_size": cfg.emb_size,
-        "hidden_sizes": hidden_sizes,
-        "vocab_size": model.vocab_size,
-        "tied": tied,
-        "projection": projection,
+        "model_type": arch.model_type,
+        "emb_size": arch.emb_size,
+        "hidden_sizes": list(arch.hidden_sizes),
+        "vocab_size": arch.vocab_size,
+        "tied": arch.tied,
+        "projection": arch.projection,
         "matrices": header_matrices,
         "dense": {
             n: list(t.shape)
@@ -135,23 +114,27 @@ def export_model(
         "source": source or {},
         "itos": list(itos),
     }
+    data = save(
+        {n: np.ascontiguousarray(t) for n, t in tensors.items()},
+        metadata={"format": FORMAT, "version": str(VERSION)},
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{TENSOR_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(
-            {n: np.ascontiguousarray(t) for n, t in tensors.items()},
-            tmp,
-            metadata={"format": FORMAT, "version": str(VERSION)},
-        )
-        os.replace(tmp, out_dir / TENSOR_FILE)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    from dualsparse.training.checkpoint import atomic_write_text
-
+    atomic_write_bytes(out_dir / TENSOR_FILE, lambda handle: handle.write(data))
     atomic_write_text(out_dir / HEADER_FILE, json.dumps(header, ensure_ascii=False) + "\n")
     return out_dir
+
+
+def check_engine_supports(model_config: Any) -> None:
+    """Refuse a model whose options change what the engine would have to compute."""
+    for key, supported, what in UNSUPPORTED_OPTIONS:
+        value = getattr(model_config, key, supported)
+        if value != supported:
+            raise DualsparseError(
+                f"the inference engine does not support model.{key}: "
+                f"{json.dumps(value)} yet ({what}); export a run trained with "
+                f"model.{key}: {json.dumps(supported)}"
+            )
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best") -> Path:
@@ -192,8 +175,8 @@ def _read_header(path: Path) -> dict[str, Any]:
             f"reads version {VERSION}",
         )
     model_type = header.get("model_type")
-    if model_type not in GATES:
-        raise _bad(path, f"model_type {model_type!r} is not one of {', '.join(GATES)}")
+    if model_type not in CELLS:
+        raise _bad(path, f"model_type {model_type!r} is not one of {', '.join(CELLS)}")
 
     def positive(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
@@ -301,7 +284,8 @@ def load_export(directory: str | Path) -> ExportedModel:
     header = _read_header(header_path)
     tensors = _read_tensors(tensor_path)
     model_type, emb, sizes = header["model_type"], header["emb_size"], header["hidden_sizes"]
-    shapes = product_shapes(model_type, emb, sizes, header["projection"])
+    arch = Architecture(model_type, emb, sizes, header["vocab_size"], header["tied"])
+    shapes = {p.name: (p.rows, p.cols) for p in arch.sparse_products()}
     declared = header.get("matrices")
     if not isinstance(declared, dict) or set(declared) != set(shapes):
         raise _bad(header_path, f"'matrices' must describe exactly {', '.join(shapes)}")
@@ -322,9 +306,7 @@ def load_export(directory: str | Path) -> ExportedModel:
             )
     dense = {
         name: _take(tensors, tensor_path, name, shape, (np.float32,))
-        for name, shape in dense_shapes(
-            model_type, emb, sizes, header["vocab_size"], header["tied"]
-        ).items()
+        for name, (_, shape) in arch.dense_tensors().items()
     }
     expected = set(dense) | {
         f"{m}.{part}" for m in matrices for part in ("values", "row_indices", "col_ptr")

@@ -1,6 +1,7 @@
-"""An export in memory: the matrices as compressed sparse columns and the tensors that an
-architecture implies (names and shapes), shared by writing and reading (``engine.export``,
-which documents the files) and by the kernels' callers. numpy only."""
+"""An export in memory: the matrices as compressed sparse columns and the dense tensors,
+shared by writing and reading (``engine.export``, which documents the files) and by the
+kernels' callers. Which tensors an architecture implies, named and shaped, is
+``architecture.Architecture``. numpy only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-GATES = {"egru": 3, "lstm": 4, "gru": 3}
+from dualsparse.architecture import Architecture
 
 
 @dataclass
@@ -54,45 +55,6 @@ def csc_from_dense(weight: np.ndarray, dtype: type = np.float32) -> CSCMatrix:
     )
 
 
-def product_shapes(
-    model_type: str, emb_size: int, hidden_sizes: list[int], projection: bool
-) -> dict[str, tuple[int, int]]:
-    """[rows, cols] of every sparse product, named as in ``sparsity.macs``."""
-    gates = GATES[model_type]
-    shapes: dict[str, tuple[int, int]] = {}
-    sizes = [emb_size, *hidden_sizes]
-    for layer, hidden in enumerate(hidden_sizes):
-        shapes[f"layer{layer}.W_ih"] = (gates * hidden, sizes[layer])
-        if model_type == "egru":
-            shapes[f"layer{layer}.U_ur"] = (2 * hidden, hidden)
-            shapes[f"layer{layer}.U_z"] = (hidden, hidden)
-        else:
-            shapes[f"layer{layer}.W_hh"] = (gates * hidden, hidden)
-    if projection:
-        shapes["projection"] = (emb_size, hidden_sizes[-1])
-    return shapes
-
-
-def dense_shapes(
-    model_type: str, emb_size: int, hidden_sizes: list[int], vocab_size: int, tied: bool
-) -> dict[str, tuple[int, ...]]:
-    gates = GATES[model_type]
-    shapes: dict[str, tuple[int, ...]] = {
-        "embedding": (vocab_size, emb_size),
-        "decoder.bias": (vocab_size,),
-    }
-    if not tied:  # an untied decoder reads the last layer directly: no projection
-        shapes["decoder.weight"] = (vocab_size, hidden_sizes[-1])
-    for layer, hidden in enumerate(hidden_sizes):
-        if model_type == "egru":
-            shapes[f"layer{layer}.bias"] = (gates * hidden,)
-            shapes[f"layer{layer}.threshold"] = (hidden,)
-        else:
-            shapes[f"layer{layer}.bias_ih"] = (gates * hidden,)
-            shapes[f"layer{layer}.bias_hh"] = (gates * hidden,)
-    return shapes
-
-
 @dataclass
 class ExportedModel:
     """A validated export: the header's architecture, the matrices and the dense tensors."""
@@ -107,6 +69,12 @@ class ExportedModel:
     matrices: dict[str, CSCMatrix]
     dense: dict[str, np.ndarray]
     header: dict[str, Any]
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(
+            self.model_type, self.emb_size, self.hidden_sizes, self.vocab_size, self.tied
+        )
 
     @property
     def decoder_weight(self) -> np.ndarray:

@@ -13,9 +13,9 @@ nonzero outputs, which is the ``active`` list of the next layer and of its own
 recurrent product at the next token. Nothing here allocates: accumulators and
 state are preallocated by ``runtime``.
 
-``stats`` of a layer (int64 [5]): event MACs of the input product, of the
-recurrent product(s) (EGRU: U_ur, U_z; LSTM/GRU: W_hh, 0), active inputs summed
-over tokens, active recurrent inputs summed over tokens.
+What the kernels count goes into ``stats``, int64 counters summed over tokens, laid out
+by the constants below (``MACS_INPUT`` …) so that ``runtime.Engine.counts`` reads them by
+name.
 
 The arithmetic follows the PyTorch layers operation for operation (σ, tanh,
 ĉ = c + u (z − c), reset by subtraction; LSTM and GRU in torch's gate order) in
@@ -27,72 +27,28 @@ from __future__ import annotations
 
 import math
 
-from dualsparse.errors import DualsparseError
+from dualsparse.engine.jit import FUSED, njit, prefetch
+from dualsparse.engine.scalar_math import exp, sigmoid, tanh
 
-try:
-    import numba
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
-except ImportError:  # the engine refuses to start (require_numba); importing stays possible
-    numba = None
-
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda function: function
-
-    intrinsic = njit
-
-
-# Fused multiply-add only (no reassociation, no NaN/inf assumptions): a*b + c in one
-# rounding is as exact as PyTorch's own kernels and saves an instruction per nonzero.
-# The step kernels also take error_model="numpy": a division by zero gives inf as in
-# numpy instead of a ZeroDivisionError check, which kept the loops over units from
-# vectorising (21 vs 3 us for a 1350-unit EGRU cell).
-FUSED = {"contract"}
-
-
-def require_numba() -> None:
-    if numba is None:
-        raise DualsparseError(
-            "the inference engine needs numba, which is not installed; "
-            "install it with: pip install 'dualsparse[engine]'"
-        )
-
-
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Ask the cache for the line holding ``array[index]`` (llvm.prefetch; no fault if the
-    index is out of range, nothing is read into a register)."""
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        data = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(
-            context, builder, array_type, data, [args[1]], wraparound=False
-        )
-        pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
-            "llvm.prefetch.p0",
-        )
-        builder.call(function, [pointer, i32(0), i32(3), i32(1)])  # read, keep, data
-        return context.get_dummy_value()
-
-    return types.none(array, index), codegen
+# A layer's counters (``stats``, int64 [LAYER_STATS]; one row per shard when sharded):
+MACS_INPUT = 0  # event MACs of the input product W_ih
+MACS_RECURRENT = 1  # of the recurrent products: the k-th (architecture.Cell.recurrent) at + k
+ACTIVE_INPUTS = 3  # nonzero entries of the layer's input
+ACTIVE_RECURRENT = 4  # nonzero entries of its previous output
+LAYER_STATS = 5
+# A head product's counters (projection, decoder; int64 [HEAD_STATS]):
+HEAD_MACS = 0  # event MACs
+HEAD_ACTIVE_INPUTS = 1  # nonzero entries of its input
+HEAD_STATS = 2
 
 
 @njit(cache=True, inline="always")
 def _prefetch_column(values, rows, start, stop):
     """Every cache line of one stored column, values and row indices."""
     for k in range(start, stop, 64 // values.itemsize):
-        _prefetch(values, k)
+        prefetch(values, k)
     for k in range(start, stop, 64 // rows.itemsize):
-        _prefetch(rows, k)
+        prefetch(rows, k)
 
 
 @njit(cache=True, inline="always")
@@ -100,14 +56,12 @@ def _scatter(acc, offset, values, rows, col_ptr, x, active, n_active):
     """acc[offset + i] += Σ_{active j} W[i, j] · x[j]; returns the MACs done.
 
     Indexing a slice with the unsigned row index (instead of ``acc[offset + row]``)
-    lets the compiler drop the negative-index check from the inner loop: about 1.5x
-    fewer ns per stored nonzero (benchmarked on a 4050x1350 matrix at 85% sparsity).
-    A column whose rows form one contiguous run is a dense axpy: 3x faster per MAC on
-    an unpruned 4600x1550 LSTM matrix (0.14 vs 0.42 ns), faster than torch.addmv there.
+    lets the compiler drop the negative-index check from the inner loop. A column whose
+    rows form one contiguous run is a dense axpy without index reads, which vectorises.
     In a pruned matrix the next active column is prefetched whole while this one is
-    added: which columns come next is known, but not to the hardware prefetcher (1.0 vs
-    0.6 ns per nonzero when the weights come from L3, as they do in a stream of tokens).
-    Dense and long columns are not: prefetching them made the dense LSTM slower.
+    added: which columns come next is known, but not to the hardware prefetcher. Dense
+    and long columns are not: prefetching them slowed the dense LSTM. (docs/engine.md,
+    "Speed levers", has the measurements.)
     """
     target = acc[offset:]
     macs = 0
@@ -130,58 +84,11 @@ def _scatter(acc, offset, values, rows, col_ptr, x, active, n_active):
                 if end - begin <= 2048:  # longer ones the hardware prefetcher picks up
                     _prefetch_column(values, rows, begin, end)
             # k counts from 0 over the column's slices, so it is known to be nonnegative:
-            # no wrap-around arithmetic per nonzero, 1.25x faster than k in start..stop
+            # no wrap-around arithmetic per nonzero
             for k in range(count):
                 target[column_rows[k]] += column[k] * xj
         macs += count
     return macs
-
-
-@intrinsic
-def _double_from_bits(typingctx, bits):
-    """The float64 whose IEEE bits are the int64 ``bits`` (a register move, no memory)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-_LOG2_E = 1.4426950408889634
-_LN2_HIGH, _LN2_LOW = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-# 1/k! for k = 2 .. 13: e^r on |r| <= ln(2)/2 to float64 rounding (truncation 4e-18)
-_F2, _F3, _F4, _F5, _F6, _F7, _F8, _F9, _F10, _F11, _F12, _F13 = (
-    1.0 / math.factorial(k) for k in range(2, 14)
-)
-
-
-@njit(cache=True, inline="always")
-def _exp(v):
-    """e^v in float64 without a library call, so loops over units vectorise (libm's exp
-    does not: 3.5 vs 0.6 ns per value here). v = n ln 2 + r, e^r by its Taylor
-    polynomial, 2^n from the exponent bits; within one float64 ulp of math.exp for
-    |v| <= 700 (tests/engine/test_kernels.py); NaN stays NaN."""
-    v = -700.0 if v < -700.0 else v  # beyond ±700 every gate is saturated in float32
-    v = 700.0 if v > 700.0 else v
-    n = math.floor(v * _LOG2_E + 0.5)
-    r = (v - n * _LN2_HIGH) - n * _LN2_LOW
-    p = ((((((_F13 * r + _F12) * r + _F11) * r + _F10) * r + _F9) * r + _F8) * r + _F7) * r
-    p = ((((((p + _F6) * r + _F5) * r + _F4) * r + _F3) * r + _F2) * r + 1.0) * r + 1.0
-    return p * _double_from_bits((numba.int64(n) + 1023) << 52)
-
-
-@njit(cache=True, inline="always")
-def _sigmoid(v):
-    return 1.0 / (1.0 + _exp(-v))
-
-
-@njit(cache=True, inline="always")
-def _tanh(v):
-    """tanh through one exp in double precision: faster than math.tanh and closer to the
-    exact value (3e-8 vs 9e-8 in float32); a layer evaluates H..2H of them per token."""
-    e = _exp(-2.0 * abs(v))
-    t = (1.0 - e) / (1.0 + e)
-    return t if v >= 0 else -t
 
 
 @njit(cache=True, inline="always")
@@ -206,23 +113,24 @@ def find_active(x, active):
 @njit(cache=True, inline="always")
 def _products(acc, acc_hh, w_ih, x, x_active, n_x, w_hh, h, h_active, n_h, stats):
     """acc += W_ih·x and acc_hh += W_hh·h over the active inputs (one array, except for the
-    GRU's n gate, which needs W_hn·h apart); stats[0], stats[1] += their MACs. A matrix is
-    the tuple (values, row_indices, col_ptr)."""
-    stats[0] += _scatter(acc, 0, w_ih[0], w_ih[1], w_ih[2], x, x_active, n_x)
-    stats[1] += _scatter(acc_hh, 0, w_hh[0], w_hh[1], w_hh[2], h, h_active, n_h)
+    GRU's n gate, which needs W_hn·h apart), their MACs counted. A matrix is the tuple
+    (values, row_indices, col_ptr)."""
+    stats[MACS_INPUT] += _scatter(acc, 0, w_ih[0], w_ih[1], w_ih[2], x, x_active, n_x)
+    stats[MACS_RECURRENT] += _scatter(acc_hh, 0, w_hh[0], w_hh[1], w_hh[2], h, h_active, n_h)
 
 
 @njit(cache=True, inline="always")
 def _count_inputs(stats, n_x, n_h):
-    stats[3] += n_x
-    stats[4] += n_h
+    stats[ACTIVE_INPUTS] += n_x
+    stats[ACTIVE_RECURRENT] += n_h
 
 
 # The cells, over units lo .. lo + size: ``acc`` holds their gate pre-activations in blocks
 # of ``size`` (the whole layer with lo = 0 on one thread, a shard's units in
 # ``kernels_sharded``); each writes the units' new state and output, lists the nonzero
 # outputs in ``out_active`` and returns how many. The loop over units has no branch and no
-# library call, so the compiler runs it 8 units at a time; listing the outputs is apart.
+# library call, so the compiler runs it several units per instruction; listing the
+# outputs is apart.
 # State is indexed through slices from ``lo`` with a counter from 0: indexing ``c[lo + i]``
 # kept the shards' loops scalar (the compiler cannot rule out a negative index).
 
@@ -234,9 +142,9 @@ def _egru_units(acc, lo, size, threshold, c, y, out_active):
     cs, ys, thetas = c[lo : lo + size], y[lo : lo + size], threshold[lo : lo + size]
     u_pre, z_pre = acc[:size], acc[2 * size : 3 * size]
     for i in range(size):
-        u_pre[i] = _sigmoid(u_pre[i])  # u, rounded to the engine's precision as in PyTorch
+        u_pre[i] = sigmoid(u_pre[i])  # u, rounded to the engine's precision as in PyTorch
         u = u_pre[i]
-        z = _tanh(z_pre[i])
+        z = tanh(z_pre[i])
         c_prev, theta = cs[i], thetas[i]
         c_pre = c_prev + u * (z - c_prev)
         fired = c_pre > theta
@@ -252,12 +160,12 @@ def _lstm_units(acc, lo, size, c, h, out_active):
     i_pre, f_pre = acc[:size], acc[size : 2 * size]
     g_pre, o_pre = acc[2 * size : 3 * size], acc[3 * size : 4 * size]
     for i in range(size):
-        gate_i = _sigmoid(i_pre[i])
-        gate_f = _sigmoid(f_pre[i])
-        gate_g = _tanh(g_pre[i])
-        gate_o = _sigmoid(o_pre[i])
+        gate_i = sigmoid(i_pre[i])
+        gate_f = sigmoid(f_pre[i])
+        gate_g = tanh(g_pre[i])
+        gate_o = sigmoid(o_pre[i])
         cs[i] = gate_f * cs[i] + gate_i * gate_g
-        hs[i] = gate_o * _tanh(cs[i])
+        hs[i] = gate_o * tanh(cs[i])
     return _compact(h, lo, size, out_active)
 
 
@@ -269,9 +177,9 @@ def _gru_units(gi, gh, lo, size, h, out_active):
     r_i, z_i, n_i = gi[:size], gi[size : 2 * size], gi[2 * size : 3 * size]
     r_h, z_h, n_h = gh[:size], gh[size : 2 * size], gh[2 * size : 3 * size]
     for i in range(size):
-        r = _sigmoid(r_i[i] + r_h[i])
-        z = _sigmoid(z_i[i] + z_h[i])
-        cand = _tanh(n_i[i] + r * n_h[i])
+        r = sigmoid(r_i[i] + r_h[i])
+        z = sigmoid(z_i[i] + z_h[i])
+        cand = tanh(n_i[i] + r * n_h[i])
         hs[i] = (1.0 - z) * cand + z * hs[i]
     return _compact(h, lo, size, out_active)
 
@@ -282,7 +190,7 @@ def _reset_gated(r_pre, y, y_active, n_y, ry):
     needed (and σ evaluated) only there."""
     for a in range(n_y):
         j = y_active[a]
-        ry[j] = _sigmoid(r_pre[j]) * y[j]
+        ry[j] = sigmoid(r_pre[j]) * y[j]
 
 
 # One layer, one token. ``base`` is the bias (EGRU b; LSTM b_ih + b_hh; GRU b_ih) or the
@@ -300,7 +208,8 @@ def egru_step(
     _products(acc, acc, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
     _count_inputs(stats, n_x, n_y)
     _reset_gated(acc[hidden:], y, y_active, n_y, ry)
-    stats[2] += _scatter(acc, 2 * hidden, u_z[0], u_z[1], u_z[2], ry, y_active, n_y)
+    u_z_macs = _scatter(acc, 2 * hidden, u_z[0], u_z[1], u_z[2], ry, y_active, n_y)
+    stats[MACS_RECURRENT + 1] += u_z_macs
     return _egru_units(acc, 0, hidden, threshold, c, y, y_active)
 
 
@@ -327,8 +236,8 @@ def gru_step(base, x, x_active, n_x, n_h, w_ih, w_hh, bias_hh, h, h_active, gi, 
 def sparse_product(out, values, rows, col_ptr, x, x_active, n_x, out_active, stats):
     """out = W·x for the projection, then the active list of ``out``; returns its length."""
     out[:] = 0.0
-    stats[0] += _scatter(out, 0, values, rows, col_ptr, x, x_active, n_x)
-    stats[1] += n_x
+    stats[HEAD_MACS] += _scatter(out, 0, values, rows, col_ptr, x, x_active, n_x)
+    stats[HEAD_ACTIVE_INPUTS] += n_x
     return find_active(out, out_active)
 
 
@@ -336,7 +245,7 @@ def sparse_product(out, values, rows, col_ptr, x, x_active, n_x, out_active, sta
 def _add_columns(logits, lo, hi, weight_t, x, x_active, n_x):
     """logits[lo:hi] += Σ_{active j} x_j · D[lo:hi, j] from the transposed decoder
     ``weight_t`` [E, V]: a dense column gather (the decoder is not pruned), four columns per
-    pass so the logits are read and written a quarter as often (1.8x faster at V = 10k).
+    pass so the logits are read and written a quarter as often.
     Through slices from ``lo`` (as the cells), so a shard's loop vectorises too."""
     out = logits[lo:hi]
     width = hi - lo
@@ -359,7 +268,7 @@ def _add_columns(logits, lo, hi, weight_t, x, x_active, n_x):
 @njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _total(values):
     """Σ values in whatever order vectorises (a function of its own, so that the
-    reordering licence reaches nothing else): 0.6 vs 11 us for 10k positive terms."""
+    reordering licence reaches nothing else)."""
     total = 0.0
     for v in range(values.shape[0]):
         total += values[v]
@@ -375,7 +284,7 @@ def _shifted_exp_sum(logits, lo, hi, scratch):
         if part[v] > top:
             top = part[v]
     for v in range(hi - lo):
-        exps[v] = _exp(float(part[v]) - top)
+        exps[v] = exp(float(part[v]) - top)
     return float(top), _total(exps)
 
 
@@ -390,11 +299,11 @@ def _logits_part(logits, lo, hi, bias, weight_t, x, x_active, n_x, scratch):
 
 @njit(cache=True, inline="always")
 def _count_decoder(stats, col_nnz, x_active, n_x):
-    """stats[0] += the decoder's MACs (exact zeros of D count as none, as in sparsity.macs),
-    stats[1] += its active inputs."""
+    """The decoder's MACs (exact zeros of D count as none, as in sparsity.macs) and active
+    inputs."""
     for a in range(n_x):
-        stats[0] += col_nnz[x_active[a]]
-    stats[1] += n_x
+        stats[HEAD_MACS] += col_nnz[x_active[a]]
+    stats[HEAD_ACTIVE_INPUTS] += n_x
 
 
 @njit(cache=True, fastmath=FUSED, error_model="numpy")

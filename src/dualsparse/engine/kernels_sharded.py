@@ -9,18 +9,17 @@ is known only to its shard; LSTM and GRU need none (they read a copy of h_{t-1})
 Active lists are merged in shard order, so they stay sorted and the arithmetic is the
 single-threaded arithmetic, entry for entry.
 
-numba's on-disk cache (``cache=True``) keys each function on its own file only: after
-editing a helper in ``kernels.py``, delete ``src/dualsparse/engine/__pycache__`` or the
-kernels here keep running the old helper (an install replaces both files, so users are
-not affected).
+The kernels here are built from the helpers of ``kernels.py``: after editing one, delete
+``src/dualsparse/engine/__pycache__`` (``engine.jit`` says why).
 """
 
 from __future__ import annotations
 
 import math
 
+from dualsparse.engine.jit import FUSED, njit, numba
 from dualsparse.engine.kernels import (
-    FUSED,
+    MACS_RECURRENT,
     _count_decoder,
     _count_inputs,
     _egru_units,
@@ -30,8 +29,6 @@ from dualsparse.engine.kernels import (
     _products,
     _reset_gated,
     _scatter,
-    njit,
-    numba,
 )
 
 
@@ -76,8 +73,9 @@ def _copy_active(source, active, n_active, target):
 
 
 # The kernels.*_step arguments, plus ``shards`` = (bounds [S + 1], shard_active [S, widest],
-# shard_n [S]); ``acc`` is [S, gates · widest], ``stats`` [S, 5] (one row per shard), ``h_prev``
-# a copy of h_{t-1} at its active units. Shard s owns units bounds[s]:bounds[s+1].
+# shard_n [S]); ``acc`` is [S, gates · widest], ``stats`` [S, LAYER_STATS] (one row per
+# shard; the layer's active inputs are counted once, in shard 0's row), ``h_prev`` a copy of
+# h_{t-1} at its active units. Shard s owns units bounds[s]:bounds[s+1].
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
@@ -115,7 +113,8 @@ def egru_step_sharded(
         lo, size = bounds[s], bounds[s + 1] - bounds[s]
         a = acc[s]
         w_z = _shard(u_z, s)
-        stats[s, 2] += _scatter(a, 2 * size, w_z[0], w_z[1], w_z[2], ry, y_active, n_y)
+        u_z_macs = _scatter(a, 2 * size, w_z[0], w_z[1], w_z[2], ry, y_active, n_y)
+        stats[s, MACS_RECURRENT + 1] += u_z_macs
         shard_n[s] = _egru_units(a, lo, size, threshold, c, y, shard_active[s])
     _count_inputs(stats[0], n_x, n_y)
     return _merge_active(shard_active, shard_n, y_active)

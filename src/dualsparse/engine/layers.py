@@ -17,13 +17,10 @@ class Layer:
     def __init__(self, model: ExportedModel, index: int) -> None:
         kind, hidden = model.model_type, model.hidden_sizes[index]
         self.kind, self.hidden, self.name = kind, hidden, f"layer{index}"
+        # W_ih, then the recurrent products in the order the kernel takes them
+        self.products = model.architecture.layer_products(index)
         m, d = model.matrices, model.dense
-        self.w_ih = m[f"layer{index}.W_ih"]
-        self.recurrent = (
-            [m[f"layer{index}.U_ur"], m[f"layer{index}.U_z"]]
-            if kind == "egru"
-            else [m[f"layer{index}.W_hh"]]
-        )
+        self.w_ih, *self.recurrent = (m[p.name] for p in self.products)
         if kind == "egru":
             self.base, self.threshold = d[f"layer{index}.bias"], d[f"layer{index}.threshold"]
         elif kind == "lstm":
@@ -53,7 +50,7 @@ class Layer:
         gates = self.w_ih.rows
         self.acc = np.zeros(gates, dtype=self.dtype)
         self.scratch = np.zeros(gates if self.kind == "gru" else self.hidden, dtype=self.dtype)
-        self.stats = np.zeros(5, dtype=np.int64)
+        self.stats = np.zeros(kernels.LAYER_STATS, dtype=np.int64)
         self.csc = [(w.values, w.row_indices, w.col_ptr) for w in (self.w_ih, *self.recurrent)]
 
     def _scratch(self) -> tuple[np.ndarray, ...]:
@@ -69,7 +66,8 @@ class Layer:
         self.active_outputs = 0
 
     def total_stats(self) -> np.ndarray:
-        """``stats`` (kernels module docstring), summed over shards if the layer has them."""
+        """``stats`` (laid out as ``kernels.LAYER_STATS`` says), summed over shards if the
+        layer has them."""
         return np.atleast_2d(self.stats).sum(axis=0)
 
     def step(self, base: np.ndarray, x: np.ndarray, x_active: np.ndarray, n_x: int) -> int:
@@ -123,8 +121,8 @@ class ShardedLayer(Layer):
         self.r_pre = np.zeros(self.hidden, dtype=self.dtype)  # EGRU: r's pre-activation
         self.shard_active = np.zeros((shards, widest), dtype=np.int64)
         self.shard_n = np.zeros(shards, dtype=np.int64)
-        self.stats = np.zeros((shards, 5), dtype=np.int64)  # one row per shard
-        blocks = [gates] + ([2, 1] if self.kind == "egru" else [gates])
+        self.stats = np.zeros((shards, kernels.LAYER_STATS), dtype=np.int64)  # a row per shard
+        blocks = [w.rows // self.hidden for w in (self.w_ih, *self.recurrent)]  # gate blocks
         self.csc = [
             shard_rows(w, b, self.bounds)
             for w, b in zip((self.w_ih, *self.recurrent), blocks, strict=True)

@@ -21,6 +21,17 @@ import numpy as np
 from dualsparse.engine import kernels, kernels_sharded
 from dualsparse.engine.export import load_export
 from dualsparse.engine.format import ExportedModel, with_dtype
+from dualsparse.engine.jit import require_numba
+from dualsparse.engine.kernels import (
+    ACTIVE_INPUTS,
+    ACTIVE_RECURRENT,
+    HEAD_ACTIVE_INPUTS,
+    HEAD_MACS,
+    HEAD_STATS,
+    LAYER_STATS,
+    MACS_INPUT,
+    MACS_RECURRENT,
+)
 from dualsparse.engine.layers import Layer, ShardedLayer, shard_bounds
 from dualsparse.errors import DualsparseError
 
@@ -47,7 +58,7 @@ class Engine:
         threads: int = 1,
         dtype: type = np.float32,
     ) -> None:
-        kernels.require_numba()
+        require_numba()
         if np.dtype(dtype) != np.float32:
             model = with_dtype(model, dtype)
         self.model = model
@@ -60,12 +71,12 @@ class Engine:
         if self.projection is not None:
             self.projected = np.zeros(model.emb_size, dtype=self.embedding.dtype)
             self.projected_active = np.zeros(model.emb_size, dtype=np.int64)
-            self.projection_stats = np.zeros(2, dtype=np.int64)
+            self.projection_stats = np.zeros(HEAD_STATS, dtype=np.int64)
         decoder = model.decoder_weight
         self.decoder_t = np.ascontiguousarray(decoder.T)  # column j of D is one row here
         self.decoder_col_nnz = (decoder != 0).sum(axis=0).astype(np.int64)
         self.decoder_bias = model.dense["decoder.bias"]
-        self.decoder_stats = np.zeros(2, dtype=np.int64)
+        self.decoder_stats = np.zeros(HEAD_STATS, dtype=np.int64)
         self.logits = np.zeros(model.vocab_size, dtype=self.embedding.dtype)
         self.exp_scratch = np.zeros(model.vocab_size, dtype=np.float64)
         self.log_normalizer = 0.0
@@ -113,10 +124,11 @@ class Engine:
         self.table = np.ascontiguousarray(
             self.embedding @ first.w_ih.to_dense().T + first.base, dtype=self.embedding.dtype
         )
-        # what the input product would have cost (sparsity.macs counts it): stats 0 and 3
-        self.table_counts_per_token = np.zeros((len(self.embedding), 5), dtype=np.int64)
-        self.table_counts_per_token[:, 0] = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
-        self.table_counts_per_token[:, 3] = nonzero.sum(axis=1)
+        # what the input product would have cost (sparsity.macs counts it)
+        per_token = np.zeros((len(self.embedding), LAYER_STATS), dtype=np.int64)
+        per_token[:, MACS_INPUT] = nonzero.astype(np.int64) @ first.w_ih.column_nnz()
+        per_token[:, ACTIVE_INPUTS] = nonzero.sum(axis=1)
+        self.table_counts_per_token = per_token
 
     @property
     def table_bytes(self) -> int:
@@ -126,7 +138,7 @@ class Engine:
         """Zero state and zero counts (the start of a text)."""
         for layer in self.layers:
             layer.reset()
-        self.table_counts = np.zeros(5, dtype=np.int64)
+        self.table_counts = np.zeros(LAYER_STATS, dtype=np.int64)
         self.decoder_stats[:] = 0
         if self.projection is not None:
             self.projection_stats[:] = 0
@@ -262,22 +274,21 @@ class Engine:
 
         for layer in self.layers:
             s = layer.total_stats() + (self.table_counts if layer is self.layers[0] else 0)
-            add(f"{layer.name}.W_ih", layer.w_ih.nnz, s[3], s[0])
-            names = ["U_ur", "U_z"] if layer.kind == "egru" else ["W_hh"]
-            for k, (name, w) in enumerate(zip(names, layer.recurrent, strict=True)):
-                add(f"{layer.name}.{name}", w.nnz, s[4], s[1 + k])
+            w_ih, *recurrent = layer.products
+            add(w_ih.name, layer.w_ih.nnz, s[ACTIVE_INPUTS], s[MACS_INPUT])
+            # every recurrent product reads the previous output's nonzeros (r ⊙ y too)
+            for k, (product, w) in enumerate(zip(recurrent, layer.recurrent, strict=True)):
+                add(product.name, w.nnz, s[ACTIVE_RECURRENT], s[MACS_RECURRENT + k])
         if self.projection is not None:
-            add(
-                "projection",
-                self.projection.nnz,
-                self.projection_stats[1],
-                self.projection_stats[0],
-            )
-        add("decoder", self.decoder_col_nnz.sum(), self.decoder_stats[1], self.decoder_stats[0])
+            s = self.projection_stats
+            add("projection", self.projection.nnz, s[HEAD_ACTIVE_INPUTS], s[HEAD_MACS])
+        s = self.decoder_stats
+        add("decoder", self.decoder_col_nnz.sum(), s[HEAD_ACTIVE_INPUTS], s[HEAD_MACS])
         tokens = max(self.tokens, 1)
         activity = [layer.active_outputs / (tokens * layer.hidden) for layer in self.layers]
-        rnn = sum(v["event_macs_total"] for k, v in products.items() if k.startswith("layer"))
-        head = sum(v["event_macs_total"] for k, v in products.items() if not k.startswith("layer"))
+        in_rnn = {p.name for layer in self.layers for p in layer.products}
+        rnn = sum(v["event_macs_total"] for k, v in products.items() if k in in_rnn)
+        head = sum(v["event_macs_total"] for k, v in products.items() if k not in in_rnn)
         return {
             "tokens": self.tokens,
             "products": products,

@@ -1,0 +1,79 @@
+"""How the engine compiles: numba (optional at import, required to run), the compile flags
+the kernels share, and two LLVM operations numba does not expose (a prefetch and a bit
+cast), as intrinsics.
+
+numba's on-disk cache (``cache=True``) keys each compiled function on its own file only:
+after editing a helper here, in ``scalar_math.py`` or in ``kernels.py``, delete
+``src/dualsparse/engine/__pycache__``, or the kernels of the other files keep the old helper
+compiled in (an install replaces every file, so users are not affected).
+"""
+
+from __future__ import annotations
+
+from dualsparse.errors import DualsparseError
+
+try:
+    import numba
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+except ImportError:  # the engine refuses to start (require_numba); importing stays possible
+    numba = None
+
+    def njit(*args, **kwargs):
+        if args and callable(args[0]):
+            return args[0]
+        return lambda function: function
+
+    intrinsic = njit
+
+
+# Fused multiply-add only (no reassociation, no NaN/inf assumptions): a*b + c in one
+# rounding is as exact as PyTorch's own kernels and saves an instruction per nonzero.
+# The step kernels also take error_model="numpy": a division by zero gives inf as in
+# numpy instead of a ZeroDivisionError check, which keeps the loops over units from
+# vectorising.
+FUSED = {"contract"}
+
+
+def require_numba() -> None:
+    if numba is None:
+        raise DualsparseError(
+            "the inference engine needs numba, which is not installed; "
+            "install it with: pip install 'dualsparse[engine]'"
+        )
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the cache for the line holding ``array[index]`` (llvm.prefetch; no fault if the
+    index is out of range, nothing is read into a register)."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(
+            context, builder, array_type, data, [args[1]], wraparound=False
+        )
+        pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )
+        builder.call(function, [pointer, i32(0), i32(3), i32(1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    return types.none(array, index), codegen
+
+
+@intrinsic
+def double_from_bits(typingctx, bits):
+    """The float64 whose IEEE bits are the int64 ``bits`` (a register move, no memory)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
