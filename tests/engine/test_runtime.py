@@ -11,6 +11,7 @@ from engine_helpers import VOCAB, export_fixture, random_model
 from conftest import SHARED_DATA, tiny_run_config
 from dualsparse.cli import main
 from dualsparse.engine import jit
+from dualsparse.engine.compare import torch_log_probs
 from dualsparse.engine.export import export_run, load_export
 from dualsparse.engine.runtime import Engine, encode_text_lines
 from dualsparse.errors import DualsparseError
@@ -22,17 +23,13 @@ def export_dir(tmp_path):
     return export_fixture(tmp_path)
 
 
-def torch_log_probs(model, tokens: torch.Tensor) -> np.ndarray:
-    """log p(w_{t+1} | w_1..w_t) from one batch-1 forward pass of the PyTorch model."""
-    with torch.no_grad():
-        logits = model(tokens[:-1].view(-1, 1)).logits[:, 0]
-        return torch.log_softmax(logits, -1).gather(1, tokens[1:].view(-1, 1))[:, 0].numpy()
-
-
 def assert_engine_matches(model, engine: Engine, tokens: torch.Tensor) -> dict:
     engine.reset()
     np.testing.assert_allclose(
-        engine.score(tokens.tolist()), torch_log_probs(model, tokens), atol=1e-4, rtol=0
+        engine.score(tokens.tolist()),
+        torch_log_probs(model, tokens.numpy(), "float32")[0],
+        atol=1e-4,
+        rtol=0,
     )
     counts = engine.counts()
     report = measure_macs(model, tokens, batch_size=1, bptt=7)
@@ -87,7 +84,7 @@ def test_float64_engine_equals_a_float64_pytorch_model(model_type, export_dir):
     log_probs = engine.score(tokens.tolist())
     assert log_probs.dtype == np.float64 and engine.logits.dtype == np.float64
     np.testing.assert_allclose(
-        log_probs, torch_log_probs(model.double(), tokens), atol=1e-9, rtol=0
+        log_probs, torch_log_probs(model, tokens.numpy(), "float64")[0], atol=1e-9, rtol=0
     )
 
 

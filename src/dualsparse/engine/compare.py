@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 TOLERANCE = 1e-4
-CHUNK = 1000
+CHUNK = 1000  # tokens per forward call (the state is carried across calls)
 
 
 def torch_log_probs(model, ids: np.ndarray, dtype: str) -> tuple[np.ndarray, list]:
@@ -24,19 +24,16 @@ def torch_log_probs(model, ids: np.ndarray, dtype: str) -> tuple[np.ndarray, lis
     fraction of nonzero outputs per layer."""
     import torch
 
+    from dualsparse.evaluation import walk_split
+
     model = model.to(getattr(torch, dtype))
     tokens = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    state = None
     out, nonzero, seen = [], np.zeros(len(model.layers)), 0
-    with torch.no_grad():
-        for start in range(0, len(tokens) - 1, CHUNK):
-            window = tokens[start : start + CHUNK + 1]
-            result = model(window[:-1].view(-1, 1), state)
-            state = result.state
-            lp = torch.log_softmax(result.logits[:, 0].double(), -1)
-            out.append(lp.gather(1, window[1:].view(-1, 1))[:, 0].numpy())
-            nonzero += [int(torch.count_nonzero(y)) for y in result.layer_outputs]
-            seen += window.numel() - 1
+    for window in walk_split(model, tokens, 1, CHUNK):
+        lp = torch.log_softmax(window.output.logits[:, 0].double(), -1)
+        out.append(lp.gather(1, window.targets)[:, 0].numpy())
+        nonzero += [int(torch.count_nonzero(y)) for y in window.output.layer_outputs]
+        seen += window.targets.numel()
     sizes = np.array([layer.hidden_size for layer in model.layers])
     return np.concatenate(out), (nonzero / (seen * sizes)).tolist()
 

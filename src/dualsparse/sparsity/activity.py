@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dualsparse.config import RunConfig
-from dualsparse.data.batching import batchify, get_batch
+from dualsparse.evaluation import DEFAULT_BPTT, walk_split
 from dualsparse.fileio import atomic_write_bytes, atomic_write_text
-from dualsparse.models.lm import LanguageModel, detach_state
+from dualsparse.models.lm import LanguageModel
+from dualsparse.sparsity.plots import write_activity_figures
 
 # ĉ is a convex combination of tanh outputs and earlier states, so |ĉ| ≤ 1, and
 # thresholds are kept in [0, 1]: ĉ − θ always lies in [−2, 1]. A fixed range makes
@@ -243,12 +243,12 @@ class _LayerTally:
         return entry
 
 
-@torch.no_grad()
+@torch.no_grad()  # ĉ − θ reads the thresholds, which are parameters
 def analyze_activity(
     model: LanguageModel,
     data: torch.Tensor,
     batch_size: int = 10,
-    bptt: int = 70,
+    bptt: int = DEFAULT_BPTT,
     progress: bool = False,
     *,
     split: str = "",
@@ -259,27 +259,14 @@ def analyze_activity(
     ``config`` (the run's RunConfig) is optional: with it the report records the
     run's ``weight_decay`` and ``bias_decay`` and the whole config.
     """
-    was_training = model.training
-    model.eval()
-    source = batchify(data, batch_size).to(next(model.parameters()).device)
-    state = model.init_state(batch_size)
     tallies = [_LayerTally(layer) for layer in model.layers]
     positions = 0
-    starts = range(0, source.shape[0] - 1, bptt)
-    try:
-        for i in tqdm(
-            starts, desc=f"activity {split}", disable=not progress, unit="win", leave=False
-        ):
-            inputs, _ = get_batch(source, i, bptt)
-            out = model(inputs, state)
-            state = detach_state(out.state)
-            positions += inputs.numel()
-            for tally, y, c_pre in zip(
-                tallies, out.layer_outputs, out.pre_reset_states, strict=True
-            ):
-                tally.add(y, c_pre)
-    finally:
-        model.train(was_training)
+    windows = walk_split(model, data, batch_size, bptt, progress=progress, desc=f"activity {split}")
+    for window in windows:
+        positions += window.inputs.numel()
+        out = window.output
+        for tally, y, c_pre in zip(tallies, out.layer_outputs, out.pre_reset_states, strict=True):
+            tally.add(y, c_pre)
     layers = [tally.result(k, positions) for k, tally in enumerate(tallies)]
     report = ActivityReport(model.cfg.type, split, batch_size, bptt, positions, layers)
     if config is not None:
@@ -328,8 +315,6 @@ def write_activity_outputs(
     arrays = activity_arrays(report)
     atomic_write_bytes(paths["npz"], lambda handle: np.savez(handle, **arrays))
     if plots:
-        from dualsparse.sparsity.plots import write_activity_figures
-
         paths.update(write_activity_figures(report, out))
     return paths
 

@@ -31,11 +31,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from dualsparse.architecture import CELLS, Architecture, Product
-from dualsparse.data.batching import batchify, get_batch
 from dualsparse.errors import DualsparseError
+from dualsparse.evaluation import DEFAULT_BPTT, walk_split
 from dualsparse.models.lm import LanguageModel
 
 NOTE = "biases not counted (nor nonlinearities and elementwise products)"
@@ -202,16 +201,19 @@ def _input_sequences(
 
 @torch.no_grad()
 def measure_macs(
-    model: LanguageModel, data: Tensor, batch_size: int = 1, bptt: int = 70, progress: bool = False
+    model: LanguageModel,
+    data: Tensor,
+    batch_size: int = 1,
+    bptt: int = DEFAULT_BPTT,
+    progress: bool = False,
 ) -> MacReport:
     """Dense, weight-sparse, estimated and exact event-driven MACs of ``model`` on ``data``.
 
-    The split is run as ``evaluation.evaluate`` runs it (eval mode, ``batch_size``
-    columns, windows of ``bptt`` steps, state carried); per input unit the number
-    of tokens at which it was nonzero is summed in int64, so the event count is exact.
+    The split is walked by ``evaluation.walk_split``, as ``evaluate`` walks it (eval
+    mode, ``batch_size`` columns, windows of ``bptt`` steps, state carried); per input
+    unit the number of tokens at which it was nonzero is summed in int64, so the event
+    count is exact.
     """
-    if bptt < 1:
-        raise DualsparseError(f"bptt must be at least 1, got {bptt}; fix --bptt")
     cfg = model.cfg
     hidden_sizes = [layer.hidden_size for layer in model.layers]
     products = _products(
@@ -226,28 +228,20 @@ def measure_macs(
         weight = model.get_parameter(p.weight)[p.row_start : p.row_start + p.rows]
         assert weight.shape == (p.rows, p.cols), (p.name, tuple(weight.shape))
         col_nnz[p.name] = column_nnz(weight)
-    source = batchify(data, batch_size).to(model.encoder.weight.device)
-    if source.shape[0] < 2:
+    if batch_size >= 1 and len(data) // batch_size == 1:  # batchify reports 0 rows
         raise DualsparseError(
-            f"only {source.shape[0]} token(s) per batch column; use a smaller "
-            "--batch-size or a larger split"
+            "only 1 token(s) per batch column; use a smaller --batch-size or a larger split"
         )
-    was_training = model.training
-    model.eval()
-    state = model.init_state(batch_size)
     previous = [model.encoder.weight.new_zeros(batch_size, h) for h in hidden_sizes]
     active: dict[str, Tensor] = {}  # per input unit: at how many tokens it was nonzero
     tokens = 0
-    starts = range(0, source.shape[0] - 1, bptt)
-    for i in tqdm(starts, desc="macs", disable=not progress, unit="win", leave=False):
-        inputs, _ = get_batch(source, i, bptt)
-        out = model(inputs, state)
-        state = out.state
-        for key, seq in _input_sequences(model, inputs, out.layer_outputs, previous).items():
+    for window in walk_split(model, data, batch_size, bptt, progress=progress, desc="macs"):
+        inputs = window.inputs
+        sequences = _input_sequences(model, inputs, window.output.layer_outputs, previous)
+        for key, seq in sequences.items():
             counts = (seq != 0).sum(dim=(0, 1))
             active[key] = active[key] + counts if key in active else counts
         tokens += inputs.numel()
-    model.train(was_training)
     rows = [
         MacRow(
             p.name,
