@@ -1,17 +1,18 @@
 """The report's figures (PNG + SVG): Fig. 1 perplexity vs MAC reduction, Fig. 2 weight
-decay vs perplexity and activity, Fig. 4/5 activity distributions per layer."""
+decay vs perplexity and activity, Fig. 4/5 activity distributions per layer (drawn by
+``sparsity.plots``, as ``dualsparse activity`` draws them, for the runs chosen here)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dualsparse.fileio import read_json
 from dualsparse.reports.paper import PaperRow, paper_dense_lstm_macs
 from dualsparse.reports.tables import Cell, reduction, reference_lstm
-from dualsparse.sparsity.plots import new_figure, save_figure
+from dualsparse.sparsity.plots import Run, figure4, figure5, new_figure, save_figure
+
+__all__ = ["activity_pair", "figure1", "figure2", "figure4", "figure5"]
 
 COLORS = {"egru": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 
@@ -128,7 +129,7 @@ def _activity(record: dict[str, Any]) -> dict[str, Any] | None:
     return read_json(path, "delete the run's results file and run the sweep again")
 
 
-def activity_pair(all_cells: list[Cell]) -> list[tuple[str, dict[str, Any]]]:
+def activity_pair(all_cells: list[Cell]) -> list[Run]:
     """The EGRU runs Fig. 4/5 compare: the dense one of the main series and its most
     pruned descendant (first seed), where their activity files exist."""
     series = [s for k, s in _series(all_cells).items() if k[0] == "egru"]
@@ -143,45 +144,3 @@ def activity_pair(all_cells: list[Cell]) -> list[tuple[str, dict[str, Any]]]:
         if data is not None:
             out.append((f"{c.target:.0%} pruned, seed {record.get('seed', 0)}", data))
     return out
-
-
-def figure4(pairs: list[tuple[str, dict[str, Any]]], stem: Path) -> dict[str, Path] | None:
-    """Per-neuron activity histograms per layer."""
-    if not pairs:
-        return None
-    layers = len(pairs[0][1]["layers"])
-    fig, axes = new_figure(layers)
-    for label, data in pairs:
-        for ax, layer in zip(axes, data["layers"], strict=False):
-            hist = layer["neuron_activity_histogram"]
-            ax.stairs(hist["counts"], hist["bin_edges"], label=f"{label} ({layer['activity']:.3f})")
-    for k, ax in enumerate(axes):
-        ax.set_title(f"layer {k}")
-        ax.set_xlabel("fraction of time steps the unit is active")
-        ax.set_ylabel("units")
-        ax.legend(fontsize=7)
-    return save_figure(fig, stem)
-
-
-def figure5(pairs: list[tuple[str, dict[str, Any]]], stem: Path) -> dict[str, Path] | None:
-    """Distribution of ĉ − θ per layer (normalised to a density)."""
-    pairs = [(label, d) for label, d in pairs if d["layers"][0].get("c_minus_theta")]
-    if not pairs:
-        return None
-    layers = len(pairs[0][1]["layers"])
-    fig, axes = new_figure(layers)
-    for label, data in pairs:
-        for ax, layer in zip(axes, data["layers"], strict=False):
-            dist = layer["c_minus_theta"]
-            counts = np.asarray(dist["counts"], dtype=float)
-            edges = np.asarray(dist["bin_edges"])
-            density = counts / max(counts.sum(), 1) / np.diff(edges)
-            ax.stairs(density, edges, label=label)
-    for k, ax in enumerate(axes):
-        ax.axvline(0.0, color="k", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_title(f"layer {k}: ĉ − θ")
-        ax.set_xlabel("ĉ − θ (> 0: the unit emits an event)")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
-    return save_figure(fig, stem)
