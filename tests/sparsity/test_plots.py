@@ -55,11 +55,15 @@ def test_figures_4_and_5_draw_one_curve_per_run_in_every_layer_panel(tiny_corpus
     for draw, extra_entries in ((draw_figure4, 0), (draw_figure5, 1)):  # Fig. 5: θ crossing
         axes = draw(runs).axes
         assert len(axes) == 2  # the two layers of TINY_RUN
+        colours = []
         for ax in axes:
             assert len(ax.patches) == 3
             labels = [text.get_text() for text in ax.get_legend().get_texts()]
             assert [label.split(":")[0] for label in labels[:3]] == ["run 0", "run 1", "run 2"]
             assert len(labels) == 3 + extra_entries
+            colours.append([tuple(patch.get_edgecolor()) for patch in ax.patches])
+        assert len(set(colours[0])) == 3  # the runs can be told apart ...
+        assert colours[0] == colours[1]  # ... and each keeps its colour in every panel
     paths = figure4(runs, tmp_path / "fig4")
     assert paths["fig4_png"].read_bytes().startswith(b"\x89PNG")
 

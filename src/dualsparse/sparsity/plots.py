@@ -66,6 +66,11 @@ def _legend(label: str, text: str) -> str:
     return f"{label}: {text}" if label else text
 
 
+def _run_color(i: int) -> str:
+    """The colour of run ``i`` in every panel of a figure of several runs."""
+    return f"C{i % 10}"
+
+
 def _layer_panels(runs: Sequence[Run], key: str | None = None) -> list[int]:
     """Layer indices with a panel: every layer of any run (with ``key`` set, if given)."""
     return sorted(
@@ -102,14 +107,14 @@ def draw_figure4(runs: Sequence[Run], title: str | None = None) -> Any:
         return None
     panels = _layer_panels(runs)
     fig, axes = new_figure(len(panels))
-    for label, data in runs:
+    for i, (label, data) in enumerate(runs):
         for layer in data["layers"]:
             hist = layer["neuron_activity_histogram"]
             axes[panels.index(layer["layer"])].stairs(
                 hist["counts"],
                 hist["bin_edges"],
                 fill=len(runs) == 1,
-                color="tab:blue" if len(runs) == 1 else None,
+                color="tab:blue" if len(runs) == 1 else _run_color(i),
                 label=_legend(
                     label,
                     f"activity {layer['activity']:.3f}, never active {layer['dead_units']}, "
@@ -146,7 +151,7 @@ def draw_figure5(runs: Sequence[Run], title: str | None = None) -> Any:
     panels = _layer_panels(runs, "c_minus_theta")
     fig, axes = new_figure(len(panels))
     ranges: dict[int, list[tuple[float, float]]] = {k: [] for k in panels}
-    for label, data in runs:
+    for i, (label, data) in enumerate(runs):
         for layer in data["layers"]:
             dist = layer.get("c_minus_theta")
             if not dist:
@@ -163,7 +168,7 @@ def draw_figure5(runs: Sequence[Run], title: str | None = None) -> Any:
                 above = np.where(edges[:-1] >= 0, share, 0.0)
                 ax.stairs(above, edges, fill=True, color="tab:red", label=_legend(label, text))
             else:
-                ax.stairs(share, edges, label=_legend(label, text))
+                ax.stairs(share, edges, color=_run_color(i), label=_legend(label, text))
             ranges[layer["layer"]].append(_zoom(counts, edges))
     for ax, k in zip(axes, panels, strict=True):
         ax.axvline(0.0, color="black", linewidth=1, linestyle="--", label="θ crossing")
