@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from dualsparse.models.lm import LanguageModel
 from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training.distributed import torchrun_launch
-from dualsparse.training.loop import TrainSummary, check_new_run_dir, train
+from dualsparse.training.guards import check_new_run_dir, has_checkpoint, run_lock
+from dualsparse.training.loop import TrainSummary, train
 
 
 @dataclass
@@ -103,8 +105,53 @@ def run_corpus(
     dataset: str | None = None,
     cache_dir: str | None = None,
 ) -> Corpus:
-    """The corpus a run was trained on (or the one given), encoded with ``vocab``."""
-    return resolve_corpus(*data_choice(read_source(run_dir), data, dataset, cache_dir), vocab=vocab)
+    """The corpus a run was trained on (or the one given), encoded with ``vocab``.
+
+    A cache directory named only by the run's ``source.json`` is read, never created or
+    downloaded into: a run's files do not choose where dualsparse writes."""
+    source = read_source(run_dir)
+    data_now, dataset_now, cache_now = data_choice(source, data, dataset, cache_dir)
+    if dataset_now and cache_now and not cache_dir:
+        if not (Path(cache_now) / dataset_now).is_dir():
+            raise DualsparseError(
+                f"{Path(run_dir) / 'source.json'} names the cache {cache_now}, which holds no "
+                f"{dataset_now}; give --cache-dir DIR to name the cache to use (or download to)"
+            )
+    return resolve_corpus(data_now, dataset_now, cache_now, vocab=vocab)
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """A recorded data source as the options that give it."""
+    if source.get("data"):
+        return f"--data {source['data']}"
+    cache = f" --cache-dir {source['cache_dir']}" if source.get("cache_dir") else ""
+    return f"--dataset {source.get('dataset')}{cache}" if source.get("dataset") else "--data DIR"
+
+
+def check_same_data(
+    run_dir: str | Path,
+    source: dict[str, Any],
+    data: str | None,
+    dataset: str | None,
+    other_data: bool = False,
+) -> None:
+    """Continuing a run (resume, prune) on data other than it recorded is refused unless
+    ``other_data`` says it is meant: the saved vocabulary would encode any text, so the
+    vocabulary cannot tell. A run without ``source.json`` (trained from Python) has no
+    record to compare with."""
+    if other_data or not source or not (data or dataset):
+        return
+    if data:
+        same = str(Path(data).resolve()) == source.get("data")
+    else:
+        same = dataset == source.get("dataset") and not source.get("data")
+    if not same:
+        given = f"--data {data}" if data else f"--dataset {dataset}"
+        raise DualsparseError(
+            f"{run_dir} was trained on {describe_source(source)}, not {given}; drop "
+            "--data/--dataset to continue on its own data, or add --other-data to use the "
+            "new data deliberately"
+        )
 
 
 # ---------------------------------------------------------------- training, resuming, pruning
@@ -128,6 +175,12 @@ def open_for_resume(run_dir: str | Path, overrides: Sequence[str] = ()) -> Resum
     latest checkpoint, not the one it was started with, so that ``--set`` overrides of an
     earlier resume persist; ``overrides`` (``train.epochs=5``, …) apply on top."""
     run_dir = Path(run_dir)
+    if not has_checkpoint(run_dir) and (run_dir / "config.json").is_file():
+        raise DualsparseError(
+            f"{run_dir} was stopped before its first checkpoint was complete: there is nothing "
+            f"to resume; start it over with: dualsparse train --config {run_dir}/config.json "
+            f"{describe_source(read_source(run_dir))} --out {run_dir}"
+        )
     latest = ckpt.checkpoint_dir(run_dir, "latest")
     state = ckpt.read_state(latest)
     if "config" not in state:
@@ -153,10 +206,12 @@ def new_run(
     written. Under torchrun only rank 0 writes the source record."""
     corpus = resolve_corpus(data, dataset, cache_dir)
     launch = torchrun_launch()
-    if launch is None or launch.rank == 0:
-        check_new_run_dir(run_dir)  # before source.json, which would clobber the old run's
+    if launch is not None and launch.rank != 0:
+        return train(cfg, corpus, run_dir, max_minutes=max_minutes, progress=progress)
+    with run_lock(run_dir):  # before the check and source.json, which would clobber a run
+        check_new_run_dir(run_dir)
         write_source(run_dir, data, dataset, cache_dir)
-    return train(cfg, corpus, run_dir, max_minutes=max_minutes, progress=progress)
+        return train(cfg, corpus, run_dir, max_minutes=max_minutes, progress=progress)
 
 
 def resume_run(
@@ -168,14 +223,26 @@ def resume_run(
     *,
     max_minutes: float | None = None,
     progress: bool = True,
+    other_data: bool = False,
 ) -> TrainSummary:
     """Continue a run from its latest checkpoint (``dualsparse train --resume``) on the
-    data it recorded unless other data is given (the vocabulary must match)."""
-    point = open_for_resume(run_dir, overrides)
-    corpus = run_corpus(run_dir, point.vocab, data, dataset, cache_dir)
-    return train(
-        point.config, corpus, run_dir, resume=True, max_minutes=max_minutes, progress=progress
-    )
+    data it recorded; other data (the vocabulary must match) only with ``other_data``,
+    and it is then recorded as the run's data."""
+    if not Path(run_dir).is_dir():  # the lock would create it
+        raise DualsparseError(
+            f"run directory {run_dir} does not exist; give the --out of a train run"
+        )
+    launch = torchrun_launch()
+    lock = run_lock(run_dir) if launch is None or launch.rank == 0 else nullcontext()
+    with lock:  # before the run's state is read: a second resume is refused, not doubled
+        point = open_for_resume(run_dir, overrides)
+        check_same_data(run_dir, point.source, data, dataset, other_data)
+        corpus = run_corpus(run_dir, point.vocab, data, dataset, cache_dir)
+        if other_data and (data or dataset) and (launch is None or launch.rank == 0):
+            write_source(run_dir, data, dataset, cache_dir)  # what it trains on from now on
+        return train(
+            point.config, corpus, run_dir, resume=True, max_minutes=max_minutes, progress=progress
+        )
 
 
 def format_train_summary(summary: TrainSummary) -> str:
@@ -192,14 +259,22 @@ def prune_trained_run(
     data: str | None = None,
     dataset: str | None = None,
     cache_dir: str | None = None,
+    *,
+    other_data: bool = False,
     **prune_options: Any,
 ) -> dict[str, Any]:
     """``dualsparse prune``: prune a run's best checkpoint into ``out_dir`` on its own
-    corpus; ``prune_options`` are those of ``sparsity.prune.prune_run`` (target, steps,
+    corpus (other data only with ``other_data``, then recorded as the pruned run's);
+    ``prune_options`` are those of ``sparsity.prune.prune_run`` (target, steps,
     finetune_epochs, lr, overrides, progress). Returns the pruning record."""
     from dualsparse.sparsity.prune import check_target, prune_run
 
     check_target(prune_options["target"])
     run = load_run(run_dir, "best")
+    check_same_data(run_dir, read_source(run_dir), data, dataset, other_data)
     corpus = run_corpus(run_dir, run.vocab, data, dataset, cache_dir)
-    return prune_run(run_dir, out_dir, corpus, **prune_options)
+    with run_lock(out_dir, "pruning"):
+        record = prune_run(run_dir, out_dir, corpus, **prune_options)
+        if other_data and (data or dataset):
+            write_source(out_dir, data, dataset, cache_dir)
+        return record

@@ -38,6 +38,12 @@ def register(sub) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.lr=0.002 (repeatable)",
     )
+    p.add_argument(
+        "--other-data",
+        action="store_true",
+        help="with --resume: train on the --data/--dataset given although the run recorded "
+        "other data (it is then recorded as the run's data)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = sub.add_parser(
         "evaluate",
@@ -84,10 +90,12 @@ def cmd_train(args) -> int:
             raise DualsparseError(
                 "--resume RUN takes the run's own config; drop --out/--preset/--config"
             )
-        summary = resume_run(args.resume, overrides, *data, **budget)
+        summary = resume_run(args.resume, overrides, *data, other_data=args.other_data, **budget)
     else:
         if not args.out:
             raise DualsparseError("give --out RUN_DIR for the new run (or --resume RUN_DIR)")
+        if args.other_data:
+            raise DualsparseError("--other-data goes with --resume; a new run records its data")
         summary = new_run(
             args.out, resolve_config(args.preset, args.config, overrides), *data, **budget
         )

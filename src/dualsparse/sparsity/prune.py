@@ -33,6 +33,7 @@ from dualsparse.fileio import atomic_write_text, fsync_directory, sync_directory
 from dualsparse.runs import LoadedRun, load_run
 from dualsparse.sparsity.masks import apply_masks, global_magnitude_masks, sparsity_report
 from dualsparse.training import checkpoint as ckpt
+from dualsparse.training.guards import has_checkpoint, run_lock
 from dualsparse.training.loop import Trainer
 
 
@@ -90,6 +91,26 @@ def prune_run(
     out_dir = Path(out_dir)
     if Path(run_dir).resolve() == out_dir.resolve():
         raise DualsparseError("--out must differ from the run being pruned")
+    with run_lock(out_dir, "pruning"):  # before anything in it is read or written
+        check_prune_out_dir(out_dir)
+        return _prune_locked(
+            run_dir, out_dir, corpus, target, steps, finetune_epochs, lr, overrides, progress
+        )
+
+
+def check_prune_out_dir(out_dir: Path) -> None:
+    """A pruning goes into a new directory or continues (or repeats) its own pruning
+    there, which has step directories; a trained run there is never replaced."""
+    is_pruning = (out_dir / "prune.json").exists() or (out_dir / "step-1").is_dir()
+    if has_checkpoint(out_dir) and not is_pruning:
+        raise DualsparseError(
+            f"{out_dir} already holds a run, which pruning would replace; choose a new --out"
+        )
+
+
+def _prune_locked(
+    run_dir, out_dir, corpus, target, steps, finetune_epochs, lr, overrides, progress
+) -> dict:
     source = load_run(run_dir, "best")
     if source.vocab != corpus.vocab:
         raise DualsparseError(f"{run_dir} was trained on other data; give its own --data/--dataset")

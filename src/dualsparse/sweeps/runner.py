@@ -15,7 +15,6 @@ How the jobs run (local subprocesses or Ray tasks) is ``executors.py``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from dualsparse.fileio import atomic_write_text, read_json
 from dualsparse.sweeps.executors import LocalExecutor, RayExecutor
 from dualsparse.sweeps.spec import Job, SweepSpec
 from dualsparse.sweeps.steps import MeasureStep, PruneStep, Step, TrainStep
+from dualsparse.training.guards import run_lock
 
 # ---------------------------------------------------------------- one job
 
@@ -36,9 +36,7 @@ def job_steps(spec: SweepSpec, job: Job, out: Path, source: dict[str, Any]) -> l
     if job.kind == "train":
         if (run / "checkpoints" / "latest.json").exists():  # on the data it recorded
             steps.append(TrainStep(run=str(run), resume=True))
-        else:
-            if run.exists():  # started but killed before its first checkpoint: start over
-                shutil.rmtree(run)
+        else:  # new, or killed before its first checkpoint: new_run starts it over
             steps.append(
                 TrainStep(
                     run=str(run),
@@ -202,8 +200,6 @@ def run_sweep(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or continue) ``spec`` in ``out``; returns the final state (sweep.json)."""
-    from tqdm import tqdm
-
     out = Path(out)
     source = resolve_data(
         data or (None if dataset else spec.data),
@@ -213,7 +209,13 @@ def run_sweep(
     jobs = jobs or spec.jobs
     if jobs < 1:
         raise DualsparseError(f"--jobs {jobs} must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, "sweep"):  # a second sweep on OUT is refused before it reads it
+        return _run_locked(spec, out, source, jobs, executor, address, progress)
+
+
+def _run_locked(spec, out, source, jobs, executor, address, progress) -> dict[str, Any]:
+    from tqdm import tqdm
+
     state = _load_state(out, spec)
     state.update(spec=spec.raw, data_args=data_arguments(source), executor=executor)
     ledger = Ledger(spec, out, state)

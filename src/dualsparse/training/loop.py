@@ -35,7 +35,7 @@ from dualsparse.models.lm import LanguageModel, detach_state
 from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training import distributed
-from dualsparse.training.guards import run_lock, stop_on_signals
+from dualsparse.training.guards import check_new_run_dir, run_lock, stop_on_signals
 from dualsparse.training.optim import lr_at, make_optimizer, set_lr
 
 
@@ -359,15 +359,6 @@ class Trainer:
         return "interrupted" if signalled else "time-budget" if late else None
 
 
-def check_new_run_dir(run_dir: str | Path) -> None:
-    """A new run must not be written over an existing one."""
-    if (Path(run_dir) / "checkpoints").exists():
-        raise DualsparseError(
-            f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
-            "or choose a new --out"
-        )
-
-
 def train(
     cfg: RunConfig,
     corpus: Corpus,
@@ -383,7 +374,10 @@ def train(
     ``distributed.py``); all ranks stop at the same window for the same reason.
     """
     run_dir = Path(out_dir)
-    with distributed.process_group(cfg.train.device):
+    # the run's lock before its state is read or anything written (rank 0 alone writes)
+    launch = distributed.torchrun_launch()
+    lock = run_lock(run_dir) if launch is None or launch.rank == 0 else nullcontext()
+    with lock, distributed.process_group(cfg.train.device):
         if resume:
             trainer = Trainer(cfg, corpus, run_dir, progress=progress)
             trainer.restore()
