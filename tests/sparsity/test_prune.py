@@ -239,3 +239,42 @@ def test_prune_interrupted_mid_step_resumes_to_the_uninterrupted_result(tiny_cor
     theirs_weights = theirs.model.state_dict()
     for name, weight in ours.model.state_dict().items():
         assert torch.equal(weight, theirs_weights[name]), name
+
+
+def _pruned_run(tiny_corpus_dir, tmp_path):
+    from dualsparse.runs import new_run, prune_trained_run
+
+    new_run(tmp_path / "dense", tiny_run_config(), str(tiny_corpus_dir), progress=False)
+    prune_trained_run(tmp_path / "dense", tmp_path / "pruned", target=0.5, progress=False)
+    return tmp_path / "dense", tmp_path / "pruned"
+
+
+def test_a_pruned_run_without_its_masks_is_an_error_not_a_dense_model(
+    tiny_corpus_dir, tmp_path, capsys
+):
+    """Issue 15, point 7: it was evaluated and resumed as dense (sparsity 0.500 -> 0.412)."""
+    _, pruned = _pruned_run(tiny_corpus_dir, tmp_path)
+    assert load_run(pruned).masks  # the masks are there, and loaded
+    (ckpt.checkpoint_dir(pruned, "best") / "masks.safetensors").unlink()
+    for argv in (["evaluate", str(pruned)], ["train", "--resume", str(pruned)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "masks.safetensors is missing" in err, err
+    # a fine-tuning step's own checkpoint (not named pruned-*) is recognised by its state
+    step = ckpt.checkpoint_dir(pruned / "step-1", "best")
+    (step / "masks.safetensors").unlink()
+    assert "is missing" in str(pytest.raises(DualsparseError, load_run, pruned / "step-1").value)
+
+
+def test_pruning_onto_an_existing_run_is_refused_and_leaves_it_alone(tiny_corpus_dir, tmp_path):
+    """Issue 15, point 6: B's latest/best were repointed and its checkpoint orphaned."""
+    from conftest import file_contents
+    from dualsparse.runs import new_run, prune_trained_run
+
+    dense, other = tmp_path / "dense", tmp_path / "other"
+    new_run(dense, tiny_run_config(), str(tiny_corpus_dir), progress=False)
+    new_run(other, tiny_run_config(seed=2), str(tiny_corpus_dir), progress=False)
+    before = file_contents(other)
+    with pytest.raises(DualsparseError, match="already holds a run"):
+        prune_trained_run(dense, other, target=0.5, progress=False)
+    assert file_contents(other) == before

@@ -177,3 +177,67 @@ def test_run_dir_without_checkpoint_or_with_a_damaged_pointer(tmp_path):
     save(tmp_path, tiny_model(seed=0))
     (tmp_path / "checkpoints" / "latest.json").write_text("{not json", encoding="utf-8")
     assert "latest.json is corrupted" in error_message(ckpt.checkpoint_dir, tmp_path)
+
+
+# ---------------------------------------------------------------- files a user can damage
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    """A real one-epoch run (with its source.json), as ``dualsparse train`` leaves it."""
+    from conftest import write_tiny_corpus
+    from dualsparse.runs import new_run
+
+    run_dir = tmp_path / "run"
+    new_run(run_dir, tiny_run_config(), str(write_tiny_corpus(tmp_path / "tiny")), progress=False)
+    return run_dir
+
+
+def cli_error(argv, capsys) -> str:
+    """The one ``error:`` line and exit 2 of a refused command."""
+    from dualsparse.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_a_pointer_never_leads_out_of_the_run(trained_run, tmp_path, capsys):
+    """Issue 15, point 8: a tag such as ../../x was followed by evaluate and --resume."""
+    outside = tmp_path / "x"
+    (tmp_path / "run" / "checkpoints" / ckpt.read_pointer(trained_run, "latest")).rename(outside)
+    for pointer in ("latest", "best"):
+        (trained_run / "checkpoints" / f"{pointer}.json").write_text('{"tag": "../../x"}')
+    assert "not a checkpoint of this run" in error_message(ckpt.checkpoint_dir, trained_run)
+    before = sorted(p.name for p in outside.iterdir())
+    for argv in (["evaluate", str(trained_run)], ["train", "--resume", str(trained_run)]):
+        assert "not a checkpoint of this run" in cli_error(argv, capsys)
+    assert sorted(p.name for p in outside.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("epoch", "3"),
+        ("epoch", 1.5),
+        ("best_valid_loss", "low"),
+        ("optimizer_groups", {"lr": 0.1}),
+        ("optimizer_groups", [{"params": "all"}]),
+        ("rng.torch", None),  # a float tensor where the generator's bytes belong
+    ],
+)
+def test_a_state_entry_of_the_wrong_type_is_one_error_line(trained_run, capsys, key, value):
+    """Issue 15, point 9: these were tracebacks (TypeError inside torch or the loop)."""
+    path = ckpt.checkpoint_dir(trained_run, "latest")
+    if key.startswith("rng."):
+        tensors = ckpt.read_tensors(path / "training.safetensors")
+        tensors[key] = tensors[key].float()
+        save_file(tensors, str(path / "training.safetensors"))
+        expected = "rng.torch of type torch.float32"
+    else:
+        state = json.loads((path / "state.json").read_text())
+        state[key] = value
+        (path / "state.json").write_text(json.dumps(state))
+        expected = f"wrong type ({key})"
+    assert expected in cli_error(["train", "--resume", str(trained_run)], capsys)

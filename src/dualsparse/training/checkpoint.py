@@ -17,7 +17,9 @@ Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +35,8 @@ from dualsparse.fileio import atomic_write_text, fsync_directory, sync_directory
 
 FORMAT = "dualsparse-checkpoint"
 VERSION = 1
+# what save_checkpoint and prune name checkpoint directories: one plain name, no path
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -81,6 +85,8 @@ def save_checkpoint(
             packed = {k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in masks.items()}
             save_file(packed, str(tmp / "masks.safetensors"), metadata=meta)
         full_state = {"format": FORMAT, "version": VERSION, **state}
+        if masks:  # so that a lost masks.safetensors is an error, not a dense model
+            full_state["masked_parameters"] = sorted(masks)
         atomic_write_text(tmp / "state.json", json.dumps(full_state, indent=1))
         vocab.save(tmp / "vocab.json")
         sync_directory(tmp)  # on disk, files 0644 (mkdtemp made the directory 0700)
@@ -123,11 +129,18 @@ def read_pointer(run_dir: Path, pointer: str) -> str | None:
     if not path.is_file():
         return None
     try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["tag"])
+        tag = json.loads(path.read_text(encoding="utf-8"))["tag"]
     except (ValueError, KeyError, TypeError):
         raise DualsparseError(
             f"{path} is corrupted; delete it to fall back to another checkpoint"
         ) from None
+    # a tag names a directory next to the pointer, never a path out of the run
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
+        raise DualsparseError(
+            f"{path} names {tag!r}, which is not a checkpoint of this run (a tag is one plain "
+            "directory name); delete the pointer to fall back to another checkpoint"
+        )
+    return tag
 
 
 def checkpoint_dir(run_dir: str | Path, which: str = "latest") -> Path:
@@ -165,7 +178,53 @@ def read_state(ckpt: Path) -> dict[str, Any]:
         raise DualsparseError(
             f"{path} has format version {state.get('version')}; this dualsparse reads {VERSION}"
         )
+    wrong = [key for key, ok in _STATE_TYPES.items() if key in state and not ok(state[key])]
+    if "optimizer_groups" in state and not _optimizer_groups_ok(state["optimizer_groups"]):
+        wrong.append("optimizer_groups")
+    if wrong:
+        raise DualsparseError(
+            f"{path} has entries of the wrong type ({', '.join(wrong)}); the checkpoint is "
+            "damaged: delete its pointer to fall back to another checkpoint, or start over"
+        )
     return state
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# the position and history a resume reads from state.json, with the type each must have
+_STATE_TYPES = {
+    "epoch": _count,
+    "window": _count,
+    "global_step": _count,
+    "bad_epochs": _count,
+    "best_valid_loss": lambda v: v is None or _number(v),
+    "elapsed_seconds": lambda v: _number(v) and v >= 0,
+    "finished": lambda v: isinstance(v, bool),
+    "config": lambda v: isinstance(v, dict),
+}
+
+
+def _optimizer_groups_ok(groups: Any) -> bool:
+    """AdamW's parameter groups as flatten_optimizer writes them."""
+    if not isinstance(groups, list):
+        return False
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            return False
+        if not all(_count(i) for i in group["params"]):
+            return False
+        if not all(_number(group[k]) for k in ("lr", "weight_decay", "eps") if k in group):
+            return False
+        betas = group.get("betas", [0.0, 0.0])
+        if not (isinstance(betas, list) and len(betas) == 2 and all(map(_number, betas))):
+            return False
+    return True
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -173,18 +232,32 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise DualsparseError(f"{path} is missing; the checkpoint is incomplete")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DualsparseError(
             f"{path} is truncated or corrupted ({reason}); restore it or retrain"
         ) from None
+    # a generator's state is a byte tensor; torch would raise a TypeError on any other
+    wrong = [k for k, v in tensors.items() if k.startswith("rng.") and v.dtype != torch.uint8]
+    if wrong:
+        raise DualsparseError(
+            f"{path} holds {', '.join(wrong)} of type {tensors[wrong[0]].dtype}, not a random "
+            "generator's state (uint8); the checkpoint is damaged"
+        )
+    return tensors
 
 
 def load_masks(ckpt: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Pruning masks saved with a checkpoint (empty if it was never pruned), validated."""
     path = Path(ckpt) / "masks.safetensors"
     if not path.exists():
+        if _was_pruned(Path(ckpt)):
+            raise DualsparseError(
+                f"{path} is missing: the checkpoint is of a pruned model, which without its "
+                "masks would be evaluated and trained as dense; restore the file, or prune "
+                "the model again"
+            )
         return {}
     params = dict(model.named_parameters())
     masks = {}
@@ -196,6 +269,17 @@ def load_masks(ckpt: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
             )
         masks[name] = mask.to(torch.bool)
     return masks
+
+
+def _was_pruned(ckpt: Path) -> bool:
+    """Whether a checkpoint holds a pruned model: its state lists the masked parameters
+    (written since masks were recorded there), or it is a pruning's final checkpoint."""
+    try:
+        listed = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        listed = listed.get("masked_parameters") if isinstance(listed, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        listed = None
+    return bool(listed) or ckpt.name.startswith("pruned-")
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
