@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shutil
 from pathlib import Path
 
 import torch
 
-from dualsparse.config import ModelConfig, RunConfig, TrainConfig, validate
+from dualsparse.config import ModelConfig, RunConfig, TrainConfig, config_to_json, validate
 from dualsparse.data.corpus import read_corpus
 from dualsparse.data.synthetic import SourceSpec, write_corpus
 from dualsparse.errors import DualsparseError
 from dualsparse.evaluation import evaluate
 from dualsparse.fileio import atomic_write_text
 from dualsparse.runs import load_run
-from dualsparse.training.loop import train
+from dualsparse.training import checkpoint as ckpt
+from dualsparse.training.guards import has_checkpoint, run_lock
+from dualsparse.training.loop import TrainSummary, train
 
 # Corpus sizes in tokens, and the per-model budget that keeps the demo ≤ 5 minutes on 2 cores.
 CORPUS_TOKENS = {"train": 150_000, "valid": 15_000, "test": 15_000}
@@ -85,14 +89,18 @@ def run_demo(
     if minutes <= 0:
         raise DualsparseError("--minutes-per-model must be > 0")
     sizes = corpus_tokens or CORPUS_TOKENS
-    for model_type in ("egru", "lstm"):
-        if (out_dir / f"{model_type}-seed{seed}" / "checkpoints").exists():
-            raise DualsparseError(
-                f"{out_dir} already holds a demo for seed {seed}; remove it or give another --out"
-            )
+    with run_lock(out_dir, "demo"):  # a second demo in the same folder at the same time
+        return _run_demo_locked(out_dir, seed, minutes, sizes, epochs, progress)
+
+
+def _run_demo_locked(
+    out_dir: Path, seed: int, minutes: float, sizes: dict[str, int], epochs: int, progress: bool
+) -> dict:
     corpus_dir = out_dir / "corpus"
+    before = _corpus_bytes(corpus_dir)
     spec = SourceSpec(seed=seed)
     truth = write_corpus(corpus_dir, spec, sizes["train"], sizes["valid"], sizes["test"])
+    corpus_unchanged = before is not None and before == _corpus_bytes(corpus_dir)
     corpus = read_corpus(corpus_dir)
     report = {
         "corpus": str(corpus_dir),
@@ -108,7 +116,16 @@ def run_demo(
     for model_type in ("egru", "lstm"):
         run_dir = out_dir / f"{model_type}-seed{seed}"
         cfg = demo_config(model_type, seed, epochs)
-        summary = train(cfg, corpus, run_dir, max_minutes=minutes, progress=progress)
+        start = _earlier_run(run_dir, cfg, corpus_unchanged)
+        if start == "reused":
+            summary = _finished_summary(run_dir)
+        else:
+            if start == "started over":
+                shutil.rmtree(run_dir)
+            resume = start == "continued"
+            summary = train(
+                cfg, corpus, run_dir, resume=resume, max_minutes=minutes, progress=progress
+            )
         run = load_run(run_dir, "best")
         result = evaluate(
             run.model, corpus.test, cfg.train.test_batch_size, cfg.train.bptt, split="test"
@@ -121,6 +138,7 @@ def run_demo(
             "epochs": summary.epochs_done,
             "stopped": summary.stopped,
             "train_seconds": summary.elapsed_seconds,
+            "start": start,
             "layer_sizes": result.layer_sizes,
             "layer_activity": result.layer_activity,
             "parameters": sum(p.numel() for p in run.model.parameters()),
@@ -131,6 +149,58 @@ def run_demo(
     }
     atomic_write_text(out_dir / "demo.json", json.dumps(report, indent=1))
     return report
+
+
+def _corpus_bytes(corpus_dir: Path) -> dict[str, bytes] | None:
+    """The corpus files of an earlier demo (None if there was none)."""
+    files = [corpus_dir / f"{split}.txt" for split in ("train", "valid", "test")]
+    if not all(f.is_file() for f in files):
+        return None
+    return {f.name: f.read_bytes() for f in files}
+
+
+def _earlier_run(run_dir: Path, cfg: RunConfig, corpus_unchanged: bool) -> str:
+    """What a demo run again does with a model's earlier run: ``reused`` if it ended
+    (its epochs, early stopping or its time budget) with the same settings on the same
+    corpus, ``continued`` if it was stopped before that (Ctrl-C, kill), ``started over``
+    if the settings or the corpus changed, ``new`` if there is none (or only a start
+    killed before its first checkpoint, which ``train`` clears)."""
+    if not has_checkpoint(run_dir):
+        return "new"
+    config = run_dir / "config.json"
+    same = config.is_file() and config.read_text(encoding="utf-8") == config_to_json(cfg)
+    if not (same and corpus_unchanged):
+        return "started over"
+    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
+    ended = state.get("finished") or state.get("epoch", 0) >= cfg.train.epochs
+    return "reused" if ended or _last_event(run_dir) == "time-budget" else "continued"
+
+
+def _last_event(run_dir: Path) -> str | None:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    try:
+        return json.loads(lines[-1]).get("event") if lines else None
+    except ValueError:
+        return None
+
+
+def _finished_summary(run_dir: Path) -> TrainSummary:
+    """The summary of a run that ended earlier, from its checkpoint and metrics."""
+    state = ckpt.read_state(ckpt.checkpoint_dir(run_dir, "latest"))
+    event = _last_event(run_dir)
+    stopped = "time-budget" if event == "time-budget" else "completed"
+    if state.get("finished") and event != "time-budget":
+        stopped = "early-stopping"
+    best = state.get("best_valid_loss")
+    return TrainSummary(
+        str(run_dir),
+        state.get("epoch", 0),
+        stopped,
+        best,
+        math.exp(best) if best is not None else float("nan"),
+        None,
+        state.get("elapsed_seconds", 0.0),
+    )
 
 
 def format_demo(report: dict) -> str:
@@ -145,6 +215,17 @@ def format_demo(report: dict) -> str:
         f"{'model':<6} {'test ppl':>9} {'/ true':>7} {'epochs':>7} {'seconds':>8}"
         "  activity per layer",
     ]
+    earlier = {
+        "reused": "reused the finished run in {} (same settings, same corpus)",
+        "continued": "continued the stopped run in {}",
+        "started over": "started {} over (its settings or corpus differ from this demo's)",
+    }
+    said = [
+        f"{name}: " + earlier[m["start"]].format(m["run"])
+        for name, m in report["models"].items()
+        if m.get("start") in earlier
+    ]
+    lines[:0] = [*said, ""] if said else []
     for name, m in report["models"].items():
         activity = "  ".join(f"{a:.3f}" for a in m["layer_activity"])
         lines.append(
