@@ -1,6 +1,9 @@
 """Figure files are reproducible (the same figure saved twice gives the same bytes), and
 Fig. 4 / Fig. 5 draw every run they are given."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -74,3 +77,12 @@ def test_figure_5_leaves_out_runs_without_thresholds(tiny_corpus_dir, tmp_path):
     # the EGRU is left alone: drawn as one run is, all values and the events above 0
     assert all(len(ax.patches) == 2 for ax in draw_figure5([lstm, egru]).axes)
     assert len(draw_figure4([lstm, egru]).axes[0].patches) == 2
+
+
+def test_plots_does_not_import_activity_which_imports_it():
+    # a fresh interpreter: this file has imported activity into this one already
+    code = (
+        "import sys, dualsparse.sparsity.plots; "
+        "assert 'dualsparse.sparsity.activity' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
