@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dualsparse.architecture import (
+    EGRU_RESET_AFTER,
     GATES,
     INPUT,
     PREVIOUS_OUTPUT,
@@ -39,16 +40,25 @@ def test_dense_macs_are_the_papers_totals():
 
 @pytest.mark.parametrize("tie_weights", [True, False])
 @pytest.mark.parametrize("hidden_sizes", [[6, 4], [6, 5]])  # last = emb 5: no projection
-@pytest.mark.parametrize("model_type", ["egru", "lstm", "gru"])
-def test_products_and_tensors_are_the_models_parameters(model_type, hidden_sizes, tie_weights):
+@pytest.mark.parametrize(
+    "model_type, reset_after", [("egru", False), ("egru", True), ("lstm", False), ("gru", False)]
+)
+def test_products_and_tensors_are_the_models_parameters(
+    model_type, reset_after, hidden_sizes, tie_weights
+):
     """Every product is a row slice of a real model's parameter with its shape; a layer's
     recurrent products tile weight_hh exactly; products and dense tensors together cover
-    every parameter of the model."""
+    every parameter of the model (the reset-after EGRU's bias_hz too)."""
     cfg = ModelConfig(
-        type=model_type, emb_size=5, hidden_sizes=hidden_sizes, tie_weights=tie_weights
+        type=model_type,
+        emb_size=5,
+        hidden_sizes=hidden_sizes,
+        tie_weights=tie_weights,
+        reset_after=reset_after,
     )
     model = LanguageModel(cfg, 13)
     arch = Architecture.of(model)
+    assert arch.reset_after == reset_after
     assert arch.projection == (model.projection is not None)
     covered = set()
     for product in arch.products():
@@ -98,6 +108,47 @@ def test_egru_products_read_what_the_model_reads():
         c_pre = c_prev + u * (z - c_prev)
         step = torch.where(c_pre > layer.threshold, c_pre, 0.0)
     torch.testing.assert_close(step, expected, atol=1e-12, rtol=0)
+
+
+def test_reset_after_products_read_what_the_model_reads():
+    """The reset-after EGRU (``EGRU_RESET_AFTER``): U_z reads y_{t−1} itself, and the step
+    assembled from the description, z = tanh(W_z x + b_z + r ⊙ (U_z·y + b_hz)), equals the
+    model's; the products keep the paper cell's names and shapes."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(type="egru", emb_size=5, hidden_sizes=[6], reset_after=True)
+    model = LanguageModel(cfg, 13).double().eval()
+    layer, hidden = model.layers[0], 6
+    arch = Architecture.of(model)
+    assert arch.cell is EGRU_RESET_AFTER
+    paper = Architecture("egru", 5, [6], 13)
+    assert [(p.name, p.rows, p.cols) for p in arch.products()] == [
+        (p.name, p.rows, p.cols) for p in paper.products()
+    ]
+    assert [p.reads for p in arch.layer_products(0)] == [INPUT, PREVIOUS_OUTPUT, PREVIOUS_OUTPUT]
+    with torch.no_grad():
+        layer.threshold.fill_(0.0)
+        first = model(torch.tensor([[3]]))
+        c_prev, y_prev = (s[0] for s in first.state[0])
+        expected = model(torch.tensor([[7]]), first.state).layer_outputs[0][0, 0]
+        gates = layer.bias.clone()
+        rec_z = layer.bias_hz.clone()
+        inputs = {INPUT: model.encoder.weight[7], PREVIOUS_OUTPUT: y_prev}
+        for product in arch.layer_products(0):
+            weight = model.get_parameter(product.weight)
+            rows = slice(product.row_start, product.row_start + product.rows)
+            term = weight[rows] @ inputs[product.reads]
+            if product.name.endswith("U_z"):
+                rec_z += term
+            else:
+                gates[rows] += term
+        u, r = torch.sigmoid(gates[:hidden]), torch.sigmoid(gates[hidden : 2 * hidden])
+        z = torch.tanh(gates[2 * hidden :] + r * rec_z)
+        c_pre = c_prev + u * (z - c_prev)
+        step = torch.where(c_pre > layer.threshold, c_pre, 0.0)
+    assert 0 < int((step != 0).sum()) < hidden
+    torch.testing.assert_close(step, expected, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="reset_after is an EGRU option"):
+        Architecture("lstm", 5, [6], reset_after=True)
 
 
 def test_unknown_cell_type_is_refused():

@@ -9,9 +9,10 @@ the dense tensors an export holds, and the dense MACs per token.
 
 MAC accounting (``sparsity.macs``), the export format (``engine.export``,
 ``engine.format``), the engine's layers and counts and the dense baselines all read
-these facts from here. A cell variant is a change to its ``Cell`` entry, made in
-``Architecture.cell``: the reset-after EGRU, z = tanh(W_z x + b_z + r ⊙ (U_z y + b_hz)),
-would be the EGRU entry with U_z reading ``h`` and a vector ``bias_hz`` added.
+these facts from here. A cell variant is a ``Cell`` entry of its own, chosen in
+``Architecture.cell``: the reset-after EGRU (``model.reset_after``, the EvNN reference's
+candidate z = tanh(W_z x + b_z + r ⊙ (U_z y + b_hz))) is ``EGRU_RESET_AFTER``, the EGRU
+entry with U_z reading ``h`` and the vector ``bias_hz`` [H] added.
 
 Products of layer l (the names ``dualsparse macs`` prints and the export stores):
 
@@ -19,8 +20,9 @@ Products of layer l (the names ``dualsparse macs`` prints and the export stores)
   output of layer l − 1;
 - LSTM/GRU ``layer{l}.W_hh`` = ``weight_hh`` [G·H, H] · h_{t−1};
 - EGRU ``layer{l}.U_ur`` = rows 0:2H of ``weight_hh`` · y_{t−1} and ``layer{l}.U_z`` =
-  rows 2H:3H · (r ⊙ y_{t−1}) (DEVELOPERS.md, "EGRU cell"). r = σ(·) > 0, so r ⊙ y_{t−1}
-  is nonzero exactly where y_{t−1} is: both read the same activity (``source``);
+  rows 2H:3H · (r ⊙ y_{t−1}) (DEVELOPERS.md, "EGRU cell"); reset-after: U_z · y_{t−1}.
+  r = σ(·) > 0, so r ⊙ y_{t−1} is nonzero exactly where y_{t−1} is: both read the same
+  activity (``source``), and the event MACs are the same with either candidate;
 - head, when the vocabulary is given: ``projection`` [E, H_last] on the last layer's
   output if the model has one (tied decoder, H_last ≠ E), then ``decoder`` [V, E] on the
   projected vector, else ``decoder`` [V, H_last] on the last layer's output.
@@ -86,6 +88,15 @@ CELLS: dict[str, Cell] = {
     ),
 }
 GATES = {model_type: cell.gates for model_type, cell in CELLS.items()}
+# model.reset_after: U_z reads y_{t−1} itself (r multiplies the product), plus b_hz [H]
+EGRU_RESET_AFTER = Cell(
+    ("u", "r", "z"),
+    (
+        RecurrentProduct("U_ur", 0, 2, PREVIOUS_OUTPUT),
+        RecurrentProduct("U_z", 2, 1, PREVIOUS_OUTPUT),
+    ),
+    (("bias", 3), ("threshold", 1), ("bias_hz", 1)),
+)
 
 
 @dataclass(frozen=True)
@@ -113,28 +124,35 @@ class Product:
 class Architecture:
     """An AWD-style language model: embedding, recurrent layers, projection (only for a tied
     decoder whose size differs from the last layer's), decoder. ``vocab_size`` None
-    describes the recurrent layers only (no head products, no dense tensors)."""
+    describes the recurrent layers only (no head products, no dense tensors).
+    ``reset_after`` (EGRU only) selects the reset-after candidate, ``EGRU_RESET_AFTER``."""
 
     model_type: str
     emb_size: int
     hidden_sizes: tuple[int, ...]
     vocab_size: int | None = None
     tied: bool = True
+    reset_after: bool = False
 
     def __post_init__(self) -> None:
         if self.model_type not in CELLS:
             raise ValueError(f"model type {self.model_type!r} is not one of {', '.join(CELLS)}")
+        if self.reset_after and self.model_type != "egru":
+            raise ValueError(f"reset_after is an EGRU option, not one of {self.model_type!r}")
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
 
     @classmethod
     def of(cls, model: Any) -> Architecture:
         """The architecture of a ``LanguageModel`` (read from its config, no PyTorch call)."""
         cfg = model.cfg
-        return cls(cfg.type, cfg.emb_size, cfg.hidden_sizes, model.vocab_size, cfg.tie_weights)
+        reset_after = cfg.type == "egru" and bool(getattr(cfg, "reset_after", False))
+        return cls(
+            cfg.type, cfg.emb_size, cfg.hidden_sizes, model.vocab_size, cfg.tie_weights, reset_after
+        )
 
     @property
     def cell(self) -> Cell:
-        return CELLS[self.model_type]
+        return EGRU_RESET_AFTER if self.reset_after else CELLS[self.model_type]
 
     @property
     def projection(self) -> bool:

@@ -184,11 +184,18 @@ def test_export_files_are_shared_readable_and_replace_an_old_export(export_dir):
     assert load_export(directory).model_type == "egru"
 
 
-@pytest.mark.parametrize("key, value", [("reset_after", True), ("carry_local_state", False)])
-def test_export_refuses_model_options_the_engine_does_not_compute(key, value, export_dir):
-    model = random_model("egru", 0.0)
-    setattr(model.cfg, key, value)
-    with pytest.raises(DualsparseError, match=f"does not support model.{key}: "):
-        export_dir(model)
-    setattr(model.cfg, key, not value)  # the supported value (also the default) exports
-    assert load_export(export_dir(model)).model_type == "egru"
+@pytest.mark.parametrize(
+    "model_type, edit, message",
+    [
+        ("egru", {"reset_after": "yes"}, "'reset_after' must be true or false"),
+        ("lstm", {"reset_after": True}, "'reset_after': true is an EGRU option"),
+        ("gru", {"carry_local_state": False}, "'carry_local_state': false is an EGRU option"),
+        ("egru", {"carry_local_state": False, "window": 0}, "'window' must be a positive"),
+        ("egru", {"carry_local_state": False, "window": None}, "'window' must be a positive"),
+    ],
+)
+def test_export_refuses_bad_egru_options(model_type, edit, message, export_dir):
+    directory = export_dir(random_model(model_type, 0.0))
+    _edit_header(directory, lambda h: h.update(edit))
+    with pytest.raises(DualsparseError, match=message):
+        load_export(directory)

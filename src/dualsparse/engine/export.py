@@ -18,7 +18,16 @@ event (a nonzero input j) needs exactly column j:
 Dense tensors (``Architecture.dense_tensors``): ``embedding`` [V, E] (also the decoder
 when tied), ``decoder.weight`` [V, H_last] only when not tied (then there is no
 projection), ``decoder.bias`` [V]; per layer the cell's vectors (EGRU ``layer{l}.bias``
-[3H] and ``layer{l}.threshold`` [H]; LSTM/GRU ``layer{l}.bias_ih`` and ``layer{l}.bias_hh``).
+[3H] and ``layer{l}.threshold`` [H], reset-after also ``layer{l}.bias_hz`` [H]; LSTM/GRU
+``layer{l}.bias_ih`` and ``layer{l}.bias_hh``).
+
+The EGRU options that change what the engine computes are in the header:
+``reset_after`` (the candidate tanh(W_z x + b_z + r ⊙ (U_z y + b_hz))),
+``carry_local_state`` and ``window`` (false: c restarts at 0 every ``window`` tokens,
+``evaluation.DEFAULT_BPTT``, as in the model's windows). A file that uses either option
+is version 2, so that a dualsparse from before them refuses it instead of computing
+another cell; every other file is version 1, as before. A header without the keys
+(every file written before them) reads as reset_after false, c carried.
 
 The in-memory types (``CSCMatrix``, ``ExportedModel``) are in ``engine.format``.
 
@@ -59,16 +68,11 @@ __all__ = [
 ]
 
 FORMAT = "dualsparse-engine"
-VERSION = 1
+VERSION = 2  # the newest version written; 1 for files without the EGRU options
+READABLE_VERSIONS = (1, 2)
 HEADER_FILE = "model.json"
 TENSOR_FILE = "model.safetensors"
 FIX = "export the run again with `dualsparse export RUN OUT_DIR`"
-# model options the engine does not compute yet: (config key, the value it supports, what
-# the other value changes); read with that default, so configs without the key export
-UNSUPPORTED_OPTIONS = (
-    ("reset_after", False, "U_z reading y instead of r ⊙ y, with a recurrent bias b_hz"),
-    ("carry_local_state", True, "the EGRU's local state c zeroed at every window start"),
-)
 
 
 # --- writing (needs PyTorch: it reads a trained LanguageModel) -----------------------------
@@ -80,8 +84,11 @@ def export_model(
     """Write ``model`` (a ``LanguageModel`` in eval mode) and its vocabulary to ``out_dir``."""
     from safetensors.numpy import save
 
-    check_engine_supports(model.cfg)
+    from dualsparse.evaluation import DEFAULT_BPTT
+
     arch = Architecture.of(model)
+    carry = arch.model_type != "egru" or bool(getattr(model.cfg, "carry_local_state", True))
+    version = 1 if carry and not arch.reset_after else VERSION
     params = {n: p.detach().cpu().float().numpy() for n, p in model.named_parameters()}
     tensors = {name: params[param] for name, (param, _) in arch.dense_tensors().items()}
     header_matrices = {}
@@ -98,13 +105,16 @@ def export_model(
         }
     header = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": version,
         "model_type": arch.model_type,
         "emb_size": arch.emb_size,
         "hidden_sizes": list(arch.hidden_sizes),
         "vocab_size": arch.vocab_size,
         "tied": arch.tied,
         "projection": arch.projection,
+        "reset_after": arch.reset_after,
+        "carry_local_state": carry,
+        "window": DEFAULT_BPTT,
         "matrices": header_matrices,
         "dense": {
             n: list(t.shape)
@@ -116,25 +126,13 @@ def export_model(
     }
     data = save(
         {n: np.ascontiguousarray(t) for n, t in tensors.items()},
-        metadata={"format": FORMAT, "version": str(VERSION)},
+        metadata={"format": FORMAT, "version": str(version)},
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / TENSOR_FILE, lambda handle: handle.write(data))
     atomic_write_text(out_dir / HEADER_FILE, json.dumps(header, ensure_ascii=False) + "\n")
     return out_dir
-
-
-def check_engine_supports(model_config: Any) -> None:
-    """Refuse a model whose options change what the engine would have to compute."""
-    for key, supported, what in UNSUPPORTED_OPTIONS:
-        value = getattr(model_config, key, supported)
-        if value != supported:
-            raise DualsparseError(
-                f"the inference engine does not support model.{key}: "
-                f"{json.dumps(value)} yet ({what}); export a run trained with "
-                f"model.{key}: {json.dumps(supported)}"
-            )
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best") -> Path:
@@ -168,11 +166,11 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise _bad(path, f"is not valid JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _bad(path, f"is not a {FORMAT} header")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise _bad(
             path,
             f"has format version {header.get('version')!r}, this dualsparse "
-            f"reads version {VERSION}",
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}",
         )
     model_type = header.get("model_type")
     if model_type not in CELLS:
@@ -193,6 +191,7 @@ def _read_header(path: Path) -> dict[str, Any]:
     for key in ("tied", "projection"):
         if not isinstance(header.get(key), bool):
             raise _bad(path, f"'{key}' must be true or false")
+    _read_egru_options(path, header)
     if header["projection"] != (header["tied"] and sizes[-1] != header["emb_size"]):
         raise _bad(
             path,
@@ -208,6 +207,22 @@ def _read_header(path: Path) -> dict[str, Any]:
     ):
         raise _bad(path, f"'itos' must list {header['vocab_size']} distinct single words")
     return header
+
+
+def _read_egru_options(path: Path, header: dict[str, Any]) -> None:
+    """``reset_after``, ``carry_local_state`` and ``window``, absent in files written before
+    them (read as false, true: the cell they were written for)."""
+    for key, default in (("reset_after", False), ("carry_local_state", True)):
+        header.setdefault(key, default)
+        if not isinstance(header[key], bool):
+            raise _bad(path, f"'{key}' must be true or false")
+        if header[key] != default and header["model_type"] != "egru":
+            raise _bad(path, f"'{key}': {json.dumps(header[key])} is an EGRU option")
+    window = header.get("window")
+    if not header["carry_local_state"] and not (
+        isinstance(window, int) and not isinstance(window, bool) and window > 0
+    ):
+        raise _bad(path, "'window' must be a positive integer when c is not carried")
 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -284,7 +299,8 @@ def load_export(directory: str | Path) -> ExportedModel:
     header = _read_header(header_path)
     tensors = _read_tensors(tensor_path)
     model_type, emb, sizes = header["model_type"], header["emb_size"], header["hidden_sizes"]
-    arch = Architecture(model_type, emb, sizes, header["vocab_size"], header["tied"])
+    reset_after = header["reset_after"]
+    arch = Architecture(model_type, emb, sizes, header["vocab_size"], header["tied"], reset_after)
     shapes = {p.name: (p.rows, p.cols) for p in arch.sparse_products()}
     declared = header.get("matrices")
     if not isinstance(declared, dict) or set(declared) != set(shapes):
@@ -325,4 +341,6 @@ def load_export(directory: str | Path) -> ExportedModel:
         matrices,
         dense,
         header,
+        reset_after,
+        None if header["carry_local_state"] else header["window"],
     )

@@ -57,7 +57,10 @@ def csc_from_dense(weight: np.ndarray, dtype: type = np.float32) -> CSCMatrix:
 
 @dataclass
 class ExportedModel:
-    """A validated export: the header's architecture, the matrices and the dense tensors."""
+    """A validated export: the header's architecture, the matrices and the dense tensors.
+    ``local_state_window`` None: the EGRU's c is carried from token to token; an integer
+    L (``model.carry_local_state`` false): c restarts at 0 before tokens 0, L, 2L, …
+    counted from the engine's reset, as the model's windows restart it."""
 
     model_type: str
     emb_size: int
@@ -69,11 +72,18 @@ class ExportedModel:
     matrices: dict[str, CSCMatrix]
     dense: dict[str, np.ndarray]
     header: dict[str, Any]
+    reset_after: bool = False
+    local_state_window: int | None = None
 
     @property
     def architecture(self) -> Architecture:
         return Architecture(
-            self.model_type, self.emb_size, self.hidden_sizes, self.vocab_size, self.tied
+            self.model_type,
+            self.emb_size,
+            self.hidden_sizes,
+            self.vocab_size,
+            self.tied,
+            self.reset_after,
         )
 
     @property

@@ -193,6 +193,17 @@ def _reset_gated(r_pre, y, y_active, n_y, ry):
         ry[j] = sigmoid(r_pre[j]) * y[j]
 
 
+@njit(cache=True, inline="always")
+def _reset_after_candidate(acc, hz, size):
+    """Reset-after (``model.reset_after``): acc_z += σ(acc_r) ⊙ hz, hz = U_z·y_{t-1} + b_hz,
+    so that tanh(acc_z) is tanh(W_z x + b_z + r ⊙ (U_z y + b_hz)). A pass of its own over
+    all units (r is needed at every unit here), branch-free, before ``_egru_units``."""
+    r_pre, z_pre = acc[size : 2 * size], acc[2 * size : 3 * size]
+    for i in range(size):
+        r = sigmoid(r_pre[i])  # rounded to the engine's precision, as PyTorch stores r
+        z_pre[i] += r * hz[i]
+
+
 # One layer, one token. ``base`` is the bias (EGRU b; LSTM b_ih + b_hh; GRU b_ih) or the
 # row of the first-layer table W_ih·E + b (then n_x = 0: the input product is done);
 # ``n_y``/``n_h`` is how many outputs were active at the last token. They return the new count.
@@ -210,6 +221,21 @@ def egru_step(
     _reset_gated(acc[hidden:], y, y_active, n_y, ry)
     u_z_macs = _scatter(acc, 2 * hidden, u_z[0], u_z[1], u_z[2], ry, y_active, n_y)
     stats[MACS_RECURRENT + 1] += u_z_macs
+    return _egru_units(acc, 0, hidden, threshold, c, y, y_active)
+
+
+@njit(cache=True, fastmath=FUSED, error_model="numpy")
+def egru_reset_after_step(
+    base, x, x_active, n_x, n_y, w_ih, u_ur, u_z, bias_hz, threshold, c, y, y_active, acc, hz, stats
+):
+    """One reset-after EGRU layer: U_z reads y_{t-1} itself, into ``hz`` [H] = U_z·y + b_hz."""
+    hidden = c.shape[0]
+    acc[:] = base
+    _products(acc, acc, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
+    _count_inputs(stats, n_x, n_y)
+    hz[:] = bias_hz
+    stats[MACS_RECURRENT + 1] += _scatter(hz, 0, u_z[0], u_z[1], u_z[2], y, y_active, n_y)
+    _reset_after_candidate(acc, hz, hidden)
     return _egru_units(acc, 0, hidden, threshold, c, y, y_active)
 
 

@@ -5,7 +5,8 @@ rows of every gate block that belong to them, stored as its own CSC columns (row
 local to the shard, ``col_ptr[s]`` pointing into values shared by all shards). Every shard
 reads every active input column, so threads never write the same accumulator. EGRU needs
 one barrier inside the step: U_z reads r ⊙ y_{t-1} at all active units, and r of a unit
-is known only to its shard; LSTM and GRU need none (they read a copy of h_{t-1}).
+is known only to its shard; LSTM, GRU and the reset-after EGRU (whose U_z reads y_{t-1}
+itself) need none (they read a copy of h_{t-1}).
 Active lists are merged in shard order, so they stay sorted and the arithmetic is the
 single-threaded arithmetic, entry for entry.
 
@@ -27,6 +28,7 @@ from dualsparse.engine.kernels import (
     _logits_part,
     _lstm_units,
     _products,
+    _reset_after_candidate,
     _reset_gated,
     _scatter,
 )
@@ -115,6 +117,47 @@ def egru_step_sharded(
         w_z = _shard(u_z, s)
         u_z_macs = _scatter(a, 2 * size, w_z[0], w_z[1], w_z[2], ry, y_active, n_y)
         stats[s, MACS_RECURRENT + 1] += u_z_macs
+        shard_n[s] = _egru_units(a, lo, size, threshold, c, y, shard_active[s])
+    _count_inputs(stats[0], n_x, n_y)
+    return _merge_active(shard_active, shard_n, y_active)
+
+
+@njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
+def egru_reset_after_step_sharded(
+    base,
+    x,
+    x_active,
+    n_x,
+    n_y,
+    w_ih,
+    u_ur,
+    u_z,
+    bias_hz,
+    threshold,
+    c,
+    y,
+    y_active,
+    acc,
+    hz,
+    y_prev,
+    shards,
+    stats,
+):
+    """``egru_reset_after_step`` over shards, without a barrier: U_z reads y_{t-1} itself, so
+    a unit's gates are all its own (``hz`` [S, widest]; ``y_prev`` as LSTM's ``h_prev``)."""
+    bounds, shard_active, shard_n = shards
+    hidden = c.shape[0]
+    _copy_active(y, y_active, n_y, y_prev)
+    for s in numba.prange(bounds.shape[0] - 1):
+        lo, size = bounds[s], bounds[s + 1] - bounds[s]
+        a, h = acc[s], hz[s]
+        _shard_base(a, base, 3, hidden, lo, size)
+        _shard_products(a, a, s, w_ih, x, x_active, n_x, u_ur, y_prev, y_active, n_y, stats)
+        h[:size] = bias_hz[lo : lo + size]
+        w_z = _shard(u_z, s)
+        u_z_macs = _scatter(h, 0, w_z[0], w_z[1], w_z[2], y_prev, y_active, n_y)
+        stats[s, MACS_RECURRENT + 1] += u_z_macs
+        _reset_after_candidate(a, h, size)
         shard_n[s] = _egru_units(a, lo, size, threshold, c, y, shard_active[s])
     _count_inputs(stats[0], n_x, n_y)
     return _merge_active(shard_active, shard_n, y_active)

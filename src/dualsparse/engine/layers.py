@@ -12,17 +12,24 @@ from dualsparse.engine.format import CSCMatrix, ExportedModel, csc_from_dense
 class Layer:
     """One recurrent layer: its matrices as kernel arguments, its state and scratch."""
 
-    kernels = {"egru": kernels.egru_step, "lstm": kernels.lstm_step, "gru": kernels.gru_step}
+    kernels = {
+        "egru": kernels.egru_step,
+        "egru_reset_after": kernels.egru_reset_after_step,
+        "lstm": kernels.lstm_step,
+        "gru": kernels.gru_step,
+    }
 
     def __init__(self, model: ExportedModel, index: int) -> None:
         kind, hidden = model.model_type, model.hidden_sizes[index]
         self.kind, self.hidden, self.name = kind, hidden, f"layer{index}"
+        self.reset_after = model.reset_after
         # W_ih, then the recurrent products in the order the kernel takes them
         self.products = model.architecture.layer_products(index)
         m, d = model.matrices, model.dense
         self.w_ih, *self.recurrent = (m[p.name] for p in self.products)
         if kind == "egru":
             self.base, self.threshold = d[f"layer{index}.bias"], d[f"layer{index}.threshold"]
+            self.bias_hz = d.get(f"layer{index}.bias_hz")  # reset-after only
         elif kind == "lstm":
             self.base = d[f"layer{index}.bias_ih"] + d[f"layer{index}.bias_hh"]
         else:
@@ -33,8 +40,14 @@ class Layer:
         self.active = np.zeros(hidden, dtype=np.int64)
         self._allocate()
         # the kernel takes (base, x, x_active, n_x, n_active) per token, then these
-        self.kernel = self.kernels[kind]
-        cell = {"egru": ("threshold", "cell"), "lstm": ("cell",), "gru": ("bias_hh",)}[kind]
+        variant = "egru_reset_after" if self.reset_after else kind
+        self.kernel = self.kernels[variant]
+        cell = {
+            "egru": ("threshold", "cell"),
+            "egru_reset_after": ("bias_hz", "threshold", "cell"),
+            "lstm": ("cell",),
+            "gru": ("bias_hh",),
+        }[variant]
         self.arguments = (
             *self.csc,
             *(getattr(self, name) for name in cell),
@@ -54,7 +67,8 @@ class Layer:
         self.csc = [(w.values, w.row_indices, w.col_ptr) for w in (self.w_ih, *self.recurrent)]
 
     def _scratch(self) -> tuple[np.ndarray, ...]:
-        """``acc``, then EGRU r ⊙ y_{t-1} or GRU W_hh·h + b_hh (kernels.*_step)."""
+        """``acc``, then EGRU r ⊙ y_{t-1} (reset-after: U_z·y + b_hz) or GRU W_hh·h + b_hh
+        (kernels.*_step)."""
         return (self.acc,) if self.kind == "lstm" else (self.acc, self.scratch)
 
     def reset(self) -> None:
@@ -64,6 +78,10 @@ class Layer:
         self.stats[:] = 0
         self.n_active = 0
         self.active_outputs = 0
+
+    def reset_local_state(self) -> None:
+        """c = 0, y kept: a window start under ``carry_local_state`` false (EGRU)."""
+        self.cell[:] = 0.0
 
     def total_stats(self) -> np.ndarray:
         """``stats`` (laid out as ``kernels.LAYER_STATS`` says), summed over shards if the
@@ -104,6 +122,7 @@ class ShardedLayer(Layer):
 
     kernels = {
         "egru": kernels_sharded.egru_step_sharded,
+        "egru_reset_after": kernels_sharded.egru_reset_after_step_sharded,
         "lstm": kernels_sharded.lstm_step_sharded,
         "gru": kernels_sharded.gru_step_sharded,
     }
@@ -117,7 +136,8 @@ class ShardedLayer(Layer):
         gates = self.w_ih.rows // self.hidden
         self.acc = np.zeros((shards, gates * widest), dtype=self.dtype)
         self.acc_hh = np.zeros((shards, gates * widest), dtype=self.dtype)  # GRU: W_hh h + b
-        self.scratch = np.zeros(self.hidden, dtype=self.dtype)  # EGRU r ⊙ y, else h_{t-1}
+        # EGRU r ⊙ y, else (reset-after EGRU too) h_{t-1}
+        self.scratch = np.zeros(self.hidden, dtype=self.dtype)
         self.r_pre = np.zeros(self.hidden, dtype=self.dtype)  # EGRU: r's pre-activation
         self.shard_active = np.zeros((shards, widest), dtype=np.int64)
         self.shard_n = np.zeros(shards, dtype=np.int64)
@@ -129,10 +149,12 @@ class ShardedLayer(Layer):
         ]
 
     def _scratch(self) -> tuple:
+        shards = (self.bounds, self.shard_active, self.shard_n)
+        if self.reset_after:  # acc_hh [S, 3 · widest] holds U_z·y + b_hz in its first block
+            return (self.acc, self.acc_hh, self.scratch, shards)
         per_cell = {
             "egru": (self.scratch, self.r_pre),
             "lstm": (self.scratch,),
             "gru": (self.acc_hh, self.scratch),
         }
-        shards = (self.bounds, self.shard_active, self.shard_n)
         return (self.acc, *per_cell[self.kind], shards)

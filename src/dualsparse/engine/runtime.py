@@ -6,6 +6,11 @@ its input and of its own previous output, the projection (if any) runs on the
 last layer's active outputs, and the decoder adds one dense column per active
 entry of its input. Python does only the dispatch between these calls.
 
+With ``carry_local_state`` false (``ExportedModel.local_state_window`` L), every EGRU
+layer's c restarts at 0 before tokens 0, L, 2L, … counted from ``reset``, and only y is
+carried: the windows of ``evaluation.walk_split`` at batch 1, so ``score`` equals
+``evaluate`` on the same text.
+
 Counts (``Engine.counts``) are those of ``sparsity.macs.measure_macs`` at batch
 size 1: per product the active inputs and the event-driven MACs summed over
 tokens, and per layer the activity (fraction of nonzero outputs).
@@ -65,6 +70,7 @@ class Engine:
         self.itos = model.itos
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         self.embedding = model.dense["embedding"]
+        self.local_state_window = model.local_state_window
         self._build_layers(threads)
         self.emb_active = np.zeros(model.emb_size, dtype=np.int64)
         self.projection = model.matrices.get("projection")
@@ -183,6 +189,9 @@ class Engine:
         """The recurrent layers only (what the paper's RNN-only MACs cover); returns the last
         layer's output, its active indices and how many there are."""
         first = self.layers[0]
+        if self.local_state_window and self.tokens % self.local_state_window == 0:
+            for layer in self.layers:  # a window starts: c = 0, y carried
+                layer.reset_local_state()
         x = self.embedding[token]
         if self.table is not None:  # the input product is already in the table row
             base, n_x = self.table[token], 0
