@@ -80,7 +80,6 @@ def test_window_rate_is_scaled_by_window_over_bptt_and_thresholds_by_their_scale
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.015, 0.015, 0.0075])
 
 
-
 @pytest.mark.parametrize("decay_thresholds", [True, False])
 def test_the_optimizer_decays_thresholds_only_when_the_config_says_so(decay_thresholds):
     """train.decay_thresholds reaches the optimizer: the thresholds' group gets bias_decay
@@ -93,6 +92,7 @@ def test_the_optimizer_decays_thresholds_only_when_the_config_says_so(decay_thre
         "biases": 0.3,
         "thresholds": 0.3 if decay_thresholds else 0.0,
     }
+
 
 def test_training_sets_the_last_short_window_to_its_scaled_rate(tiny_corpus_dir, tmp_path):
     """The loop applies the scaling: 154 tokens in 4 columns are 38 rows, 37 input steps,
