@@ -202,3 +202,14 @@ def test_export_without_the_option_keys_reads_as_before(export_dir):
     engine = Engine(loaded, dtype=np.float64)
     np.testing.assert_allclose(engine.score(tokens.tolist()), reference, atol=1e-9, rtol=0)
     assert WORDS == loaded.itos
+
+
+@pytest.mark.parametrize("carry_local_state", [True, False])
+def test_score_compare_walks_the_pytorch_model_in_the_engines_windows(carry_local_state):
+    """`score --compare`'s PyTorch side restarts c where the engine and `evaluate` do."""
+    from dualsparse.engine.compare import torch_log_probs
+
+    model = options_model(reset_after=True, carry_local_state=carry_local_state)
+    tokens = random_tokens()
+    log_probs, _ = torch_log_probs(model, tokens.numpy(), "float64")
+    np.testing.assert_allclose(log_probs, window_log_probs(model.double(), tokens), atol=1e-12)

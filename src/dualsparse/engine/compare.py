@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 TOLERANCE = 1e-4
-CHUNK = 1000  # tokens per forward call (the state is carried across calls)
+CHUNK = 1000  # tokens per forward call when the whole state is carried across calls
 
 
 def torch_log_probs(model, ids: np.ndarray, dtype: str) -> tuple[np.ndarray, list]:
@@ -24,12 +24,15 @@ def torch_log_probs(model, ids: np.ndarray, dtype: str) -> tuple[np.ndarray, lis
     fraction of nonzero outputs per layer."""
     import torch
 
-    from dualsparse.evaluation import walk_split
+    from dualsparse.evaluation import DEFAULT_BPTT, walk_split
 
     model = model.to(getattr(torch, dtype))
     tokens = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    # an EGRU whose local state restarts every window must be walked in the windows the
+    # engine restarts it at (those of `evaluate`); otherwise the window length is free
+    carried = getattr(model.cfg, "carry_local_state", True)
     out, nonzero, seen = [], np.zeros(len(model.layers)), 0
-    for window in walk_split(model, tokens, 1, CHUNK):
+    for window in walk_split(model, tokens, 1, CHUNK if carried else DEFAULT_BPTT):
         lp = torch.log_softmax(window.output.logits[:, 0].double(), -1)
         out.append(lp.gather(1, window.targets)[:, 0].numpy())
         nonzero += [int(torch.count_nonzero(y)) for y in window.output.layer_outputs]
