@@ -1,5 +1,7 @@
 """The latency benchmark: its rows, the MAC ratios it prints, and the dense steppers' maths."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,13 @@ from engine_helpers import VOCAB, export_fixture, random_model
 
 from dualsparse.cli import main
 from dualsparse.config import ModelConfig
-from dualsparse.engine.bench import calibrate_thresholds, run_benchmark, synthetic_model
+from dualsparse.engine.bench import (
+    calibrate_thresholds,
+    format_bench_table,
+    headline,
+    run_benchmark,
+    synthetic_model,
+)
 from dualsparse.engine.dense_baselines import DenseStepper
 from dualsparse.engine.export import load_export, weight_sparsity
 from dualsparse.engine.runtime import Engine
@@ -77,14 +85,25 @@ def test_synthetic_model_has_its_sparsity_and_calibrated_activity():
     assert all(0.05 < a < 0.5 for a in engine.counts()["layer_activity"])
 
 
-def test_bench_ratios_are_the_dense_macs_over_the_measured_event_macs(tmp_path):
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One short benchmark of a tiny pruned EGRU with the torch CSR peer (the ONNX peers
+    export the paper-size AWD-LSTM, too slow for here; tests/engine/test_peers.py checks
+    them on tiny models)."""
+    torch_model = random_model("egru", 0.8)
+    model = load_export(export_fixture(tmp_path_factory.mktemp("bench"))(torch_model))
+    tokens, warmup, seed = 10, 2, 3
+    result = run_benchmark(
+        model, tokens=tokens, warmup=warmup, threads=(1,), seed=seed, peers=("torch CSR",)
+    )
+    return torch_model, model, result, (tokens, warmup, seed)
+
+
+def test_bench_ratios_are_the_dense_macs_over_the_measured_event_macs(bench_run):
     """Theory = dense AWD-LSTM MACs (by hand) / the row's MACs: for the engine, the event
     MACs that the PyTorch model's own activity implies (measure_macs on the tokens the
     engine row was counted on); for the dense rows, their dense MACs by hand."""
-    torch_model = random_model("egru", 0.8)
-    model = load_export(export_fixture(tmp_path)(torch_model))
-    tokens, warmup, seed = 10, 2, 3
-    result = run_benchmark(model, tokens=tokens, warmup=warmup, threads=(1,), seed=seed)
+    torch_model, model, result, (tokens, warmup, seed) = bench_run
     rows = {r["name"]: r for r in result["rows"]}
     # the stream the benchmark samples; each timed pass counts warmup + tokens / 2 of it
     stream = Engine(model, input_table=True).generate([], tokens + warmup, 1.0, seed)
@@ -124,7 +143,99 @@ def test_cli_bench_prints_every_row(tmp_path, capsys):
         "engine EGRU (80% pruned, table)",
         "engine EGRU (80% pruned, no table)",
         "engine AWD-LSTM (dense, no table)",
+        "dense AWD-LSTM, table",
+        "torch CSR EGRU (80% pruned)",
+        "headline",
     ):
         assert name in out
+    # the ONNX peers run when installed, checked first; absent, they are a printed skip
+    for peer, row in (
+        ("onnxruntime", "ORT iobind dense AWD-LSTM, table"),
+        ("openvino", "OpenVINO"),
+    ):
+        installed = importlib.util.find_spec(peer) is not None
+        assert (row in out) == installed
+        assert (
+            "skipped: " + ("ONNX Runtime" if peer == "onnxruntime" else "OpenVINO") in out
+        ) != installed
+    assert "not timed" not in out
     assert main(["bench", str(directory), "--tokens", "3"]) == 2
     assert "at least 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gru", "egru"])
+def test_dense_stepper_with_the_table_computes_the_same_log_probs(model_type):
+    """The first-layer table (W_ih·E + b, one row per token) changes the arithmetic's order,
+    not the model: the same weights with and without it, token by token."""
+    plain = DenseStepper(model_type, 5, [7, 6], 11, seed=4)
+    tabled = DenseStepper(model_type, 5, [7, 6], 11, seed=4, input_table=True)
+    assert tabled.table.shape == (11, plain.layers[0]["w_ih"].shape[0])
+    with torch.no_grad():
+        for token in (3, 1, 4, 1, 5, 9, 2, 6):
+            torch.testing.assert_close(
+                tabled.log_probs(token), plain.log_probs(token), atol=1e-5, rtol=0
+            )
+
+
+def _row(name, threads, rnn, full, *, engine=False, table=False):
+    return {
+        "name": name,
+        "threads": threads,
+        "engine": engine,
+        "input_table": table,
+        "ms_per_token_rnn_median": rnn,
+        "ms_per_token_full_median": full,
+    }
+
+
+def test_headline_is_the_engine_over_the_fastest_contender_per_thread_count():
+    """Injected timings: the fastest RNN and end-to-end contenders differ, differ between
+    thread counts, and a faster engine row without the table is not the headline's."""
+    rows = [
+        _row("engine X, table", 1, 0.5, 1.0, engine=True, table=True),
+        _row("engine X, no table", 1, 0.1, 0.1, engine=True),
+        _row("dense A", 1, 5.0, 6.0),
+        _row("ORT A, table", 1, 4.0, 8.0, table=True),
+        _row("CSR X", 1, 6.0, 5.0),
+        _row("engine X, table", 2, 0.25, 0.5, engine=True, table=True),
+        _row("engine X, no table", 2, 0.4, 0.4, engine=True),
+        _row("dense A", 2, 3.0, 4.0),
+        _row("ORT A, table", 2, 3.5, 3.0, table=True),
+    ]
+    one, two = headline(rows, input_table=True)
+    assert (one["threads"], one["engine"]) == (1, "engine X, table")
+    assert (one["rnn"]["fastest"], one["rnn"]["speedup"]) == ("ORT A, table", 8.0)
+    assert (one["full"]["fastest"], one["full"]["speedup"]) == ("CSR X", 5.0)
+    assert (two["rnn"]["fastest"], two["rnn"]["speedup"]) == ("dense A", 12.0)
+    assert (two["full"]["fastest"], two["full"]["speedup"]) == ("ORT A, table", 6.0)
+    # without the table, the engine meets only contenders without it
+    (plain, _) = headline(rows, input_table=False)
+    assert (plain["engine"], plain["rnn"]["fastest"], plain["rnn"]["speedup"]) == (
+        "engine X, no table",
+        "dense A",
+        50.0,
+    )
+
+
+def test_bench_json_rows_and_a_checked_peer(bench_run):
+    """Every row has the keys scripts read; the torch CSR peer passed its log-probability
+    check and is timed; the headline names the fastest contender."""
+    result = bench_run[2]
+    rows = result["rows"]
+    for row in rows:
+        assert {"name", "threads", "ms_per_token_rnn_median", "ms_per_token_full_median"} <= set(
+            row
+        )
+        assert {"runtime", "runs", "input_table", "engine", "speedup_rnn_vs_fastest"} <= set(row)
+    names = {r["name"] for r in rows}
+    assert {"torch CSR EGRU (80% pruned)", "torch CSR EGRU (80% pruned), table"} <= names
+    assert {"dense AWD-LSTM, table", "dense EGRU (model size), table"} <= names
+    assert all(check["passed"] for check in result["peer_checks"].values())
+    assert len(result["peer_checks"]) == 2
+    contenders = [r for r in rows if not r["engine"]]
+    for part in ("rnn", "full"):
+        key = f"ms_per_token_{part}_median"
+        fastest = min(contenders, key=lambda r: r[key])
+        assert result["headline"][0][part]["fastest"] == fastest["name"]
+    assert "DeepSparse" in result["peers_skipped"]
+    assert "headline" in format_bench_table(result)

@@ -27,6 +27,8 @@ class DenseStepper:
         hidden_sizes: list[int],
         vocab_size: int,
         seed: int = 0,
+        *,
+        input_table: bool = False,
     ) -> None:
         import torch
 
@@ -61,12 +63,21 @@ class DenseStepper:
                 layer["h"] = layer["xh"][n_in:]
             self.layers.append(layer)
         self.logits = torch.zeros(vocab_size)
+        # the engine's first-layer table, open to a dense model alike: W_ih·E + b for the
+        # whole vocabulary, one row read per token instead of the first input product
+        first = self.layers[0]
+        self.table = (
+            torch.addmm(first["b"], self.embedding, first["w_ih"].T) if input_table else None
+        )
 
-    def _lstm(self, layer: dict, x: Any) -> Any:
+    def _lstm(self, layer: dict, x: Any, from_table: bool) -> Any:
         torch, xh, gates, c, h = self.torch, layer["xh"], layer["gates"], layer["c"], layer["h"]
         hidden = c.shape[0]
-        xh[: xh.shape[0] - hidden].copy_(x)
-        torch.addmv(layer["b"], layer["w_cat"], xh, out=gates)
+        if from_table:  # x is the table row W_ih·x + b
+            torch.addmv(x, layer["w_hh"], h, out=gates)
+        else:
+            xh[: xh.shape[0] - hidden].copy_(x)
+            torch.addmv(layer["b"], layer["w_cat"], xh, out=gates)
         gates[: 2 * hidden].sigmoid_()
         gates[3 * hidden :].sigmoid_()
         gates[2 * hidden : 3 * hidden].tanh_()
@@ -74,20 +85,25 @@ class DenseStepper:
         torch.tanh(c, out=h).mul_(gates[3 * hidden :])
         return h
 
-    def _gru(self, layer: dict, x: Any) -> Any:
-        torch, gi, gh, h = self.torch, layer["gates"], layer["gates_hh"], layer["h"]
+    def _input_product(self, layer: dict, x: Any, from_table: bool) -> Any:
+        if from_table:
+            return x
+        return self.torch.addmv(layer["b"], layer["w_ih"], x, out=layer["gates"])
+
+    def _gru(self, layer: dict, x: Any, from_table: bool) -> Any:
+        torch, gh, h = self.torch, layer["gates_hh"], layer["h"]
         hidden = h.shape[0]
-        torch.addmv(layer["b"], layer["w_ih"], x, out=gi)
+        gi = self._input_product(layer, x, from_table)
         torch.addmv(layer["b_hh"], layer["w_hh"], h, out=gh)
         rz = (gi[: 2 * hidden] + gh[: 2 * hidden]).sigmoid_()
         cand = torch.addcmul(gi[2 * hidden :], rz[:hidden], gh[2 * hidden :]).tanh_()
         h.sub_(cand).mul_(rz[hidden:]).add_(cand)  # h = n + z (h − n)
         return h
 
-    def _egru(self, layer: dict, x: Any) -> Any:
-        torch, gi, y, c = self.torch, layer["gates"], layer["h"], layer["c"]
+    def _egru(self, layer: dict, x: Any, from_table: bool) -> Any:
+        torch, y, c = self.torch, layer["h"], layer["c"]
         hidden, w_hh = y.shape[0], layer["w_hh"]
-        torch.addmv(layer["b"], layer["w_ih"], x, out=gi)
+        gi = self._input_product(layer, x, from_table)
         ur = torch.addmv(gi[: 2 * hidden], w_hh[: 2 * hidden], y).sigmoid_()
         z = torch.addmv(gi[2 * hidden :], w_hh[2 * hidden :], ur[hidden:] * y).tanh_()
         c_pre = torch.addcmul(c, ur[:hidden], z - c)
@@ -97,11 +113,17 @@ class DenseStepper:
         return y
 
     def step_rnn(self, token: int) -> Any:
-        x = self.embedding[token]
+        x = self.embedding[token] if self.table is None else self.table[token]
         cell = {"lstm": self._lstm, "gru": self._gru, "egru": self._egru}[self.model_type]
-        for layer in self.layers:
-            x = cell(layer, x)
+        for index, layer in enumerate(self.layers):
+            x = cell(layer, x, index == 0 and self.table is not None)
         return x
+
+    def reset(self) -> None:
+        """Zero state, as at the start of a text."""
+        for layer in self.layers:
+            layer["h"].zero_()
+            layer["c"].zero_()
 
     def step(self, token: int) -> Any:
         x = self.step_rnn(token)
@@ -109,3 +131,7 @@ class DenseStepper:
             x = self.torch.mv(self.projection, x)
         self.torch.addmv(self.decoder_bias, self.embedding, x, out=self.logits)
         return self.torch.logsumexp(self.logits, 0)
+
+    def log_probs(self, token: int) -> Any:
+        """The next token's log-probabilities after ``token`` (a new tensor)."""
+        return self.logits - self.step(token)
