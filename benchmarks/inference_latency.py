@@ -59,7 +59,8 @@ def main() -> None:
         model = synthetic_model("egru", 750, [1350, 1350, 750], 10_000, args.sparsity)
         calibrate_thresholds(model, args.activity)
     threads = tuple(int(t) for t in args.threads.split(","))
-    peers = {"all": None, "none": ()}.get(args.peers) or tuple(args.peers.split(","))
+    named = {"all": None, "none": ()}
+    peers = named[args.peers] if args.peers in named else tuple(args.peers.split(","))
     result = run_benchmark(
         model, tokens=args.tokens, threads=threads, input_table=not args.no_table, peers=peers
     )
