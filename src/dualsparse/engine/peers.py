@@ -31,9 +31,8 @@ PEER_MODULES = {
     "OpenVINO": ("openvino", "onnx"),
 }
 DEEPSPARSE_NOTE = (
-    "DeepSparse not run: its newest release (1.9.0, an sdist) refuses to install "
-    "(end of life since June 2025), and its older wheels pin onnx and numpy below "
-    "what this package needs"
+    "not run: its newest release (1.9.0, a source package) refuses to install "
+    "(end of life since June 2025); older releases were not tried"
 )
 
 
