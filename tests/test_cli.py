@@ -339,3 +339,24 @@ def test_real_process_prints_one_error_line_and_exits_2(tmp_path, argv, expected
     assert "Traceback" not in done.stderr + done.stdout
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.seed=1000000000000000000000000000000", "train.seed"),
+        ("train.seed=-1", "train.seed"),
+        ("model.hidden_sizes=[10000000]", "lower model.hidden_sizes[0]"),
+        ("model.emb_size=1000000000", "lower model.emb_size"),
+        ("model.hidden_sizes=[3.5]", "model.hidden_sizes"),
+        ("train.scheduler_start=-1", "train.scheduler_start"),
+    ],
+)
+def test_values_no_run_could_use(
+    capsys, tmp_path, tiny_config_file, corpus_dir, override, expected
+):
+    """Issue 15 point 9/10: each was a traceback or silently changed before."""
+    out = tmp_path / "run"
+    message = user_error(capsys, train_argv(tiny_config_file, corpus_dir, out, "--set", override))
+    assert expected in message
+    assert not out.exists()

@@ -23,6 +23,12 @@ MODEL_TYPES = ("egru", "lstm", "gru")
 SCHEDULES = ("cosine", "constant")
 WEIGHT_INITS = ("uniform", "xavier_normal")
 DROPOUT_MASK_LAYOUTS = ("time", "batch")
+# torch seeds its generators with an unsigned 64-bit integer
+SEED_RANGE = (0, 2**64 - 1)
+# No run of this project comes near it (the paper-size models hold ~25M parameters);
+# beyond it the weights alone take 8 GiB and training ~4 times that.
+MAX_PARAMETERS = 2**31
+GATES = {"egru": 3, "gru": 3, "lstm": 4}
 
 
 @dataclass
@@ -160,6 +166,8 @@ def _coerce(value: Any, fld: dataclasses.Field, default_obj, where: str) -> Any:
             if isinstance(value, str):
                 value = [v for v in value.replace("[", "").replace("]", "").split(",") if v]
             elem = type(default[0]) if default else float
+            if elem is int and any(isinstance(v, float) and not v.is_integer() for v in value):
+                raise ValueError  # int(3.5) would silently make a layer of 3
             return [elem(v) for v in value]
         return str(value)
     except (TypeError, ValueError):
@@ -191,6 +199,7 @@ def validate(cfg: RunConfig) -> None:
             raise DualsparseError(f"model.{name} = {p} is not a probability in [0, 1)")
     if m.emb_size <= 0 or not m.hidden_sizes or any(h <= 0 for h in m.hidden_sizes):
         raise DualsparseError("model.emb_size and model.hidden_sizes must be positive integers")
+    check_model_size(m, vocab_size=1)
     if m.surrogate_width <= 0 or m.surrogate_dampening < 0:
         raise DualsparseError("model.surrogate_width must be > 0 and surrogate_dampening >= 0")
     if m.ar_alpha < 0 or m.tar_beta < 0:
@@ -234,10 +243,52 @@ def validate(cfg: RunConfig) -> None:
         )
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         raise DualsparseError("train.betas must be two numbers in [0, 1), e.g. 0.9,0.999")
+    if not SEED_RANGE[0] <= t.seed <= SEED_RANGE[1]:
+        raise DualsparseError(
+            f"train.seed = {t.seed} is out of range; use an integer from 0 to 2**64 - 1"
+        )
+    if t.scheduler_start < 0:
+        raise DualsparseError(
+            f"train.scheduler_start = {t.scheduler_start} must be >= 0 (the epoch the "
+            "learning-rate schedule starts at)"
+        )
     if t.clip < 0 or t.patience < 0 or t.warmup_epochs < 0 or t.threads < 0:
         raise DualsparseError("train.clip, patience, warmup_epochs and threads must be >= 0")
     if t.device not in ("cpu", "cuda") and not t.device.startswith("cuda:"):
         raise DualsparseError(f"train.device {t.device!r} is unknown; use cpu or cuda")
+
+
+def parameter_counts(m: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Parameters of a ``LanguageModel`` of this config, by the config key that sizes them
+    (weights and biases; the tied decoder adds only its bias)."""
+    gates = GATES[m.type]
+    counts = {"model.emb_size": vocab_size * m.emb_size * (1 if m.tie_weights else 2)}
+    counts["model.emb_size"] += vocab_size
+    keys = [f"model.hidden_sizes[{i}]" for i in range(len(m.hidden_sizes))]
+    sizes = [m.emb_size, *m.hidden_sizes]
+    for i, h in enumerate(m.hidden_sizes):
+        counts[keys[i]] = gates * h * (h + 2) + h
+        # the input product grows with both sizes: charge it to the larger one
+        n_in, in_key = sizes[i], (["model.emb_size", *keys])[i]
+        counts[in_key if n_in > h else keys[i]] += gates * h * n_in
+    if m.hidden_sizes[-1] != m.emb_size:
+        last = f"model.hidden_sizes[{len(m.hidden_sizes) - 1}]"
+        counts[last] += m.hidden_sizes[-1] * m.emb_size + m.emb_size
+    return counts
+
+
+def check_model_size(m: ModelConfig, vocab_size: int) -> None:
+    """Refuse a model too large to allocate before PyTorch tries (it would fail with a
+    traceback, or with luck after swapping the machine to a halt), naming the size to lower."""
+    counts = parameter_counts(m, vocab_size)
+    total = sum(counts.values())
+    if total > MAX_PARAMETERS:
+        key = max(counts, key=counts.get)
+        raise DualsparseError(
+            f"the model would hold {total:,} parameters ({4 * total / 2**30:,.0f} GiB of "
+            f"float32 weights, about 4 times that to train), more than the {MAX_PARAMETERS:,} "
+            f"dualsparse allows; lower {key} (it sizes {counts[key]:,} of them)"
+        )
 
 
 def preset_names() -> list[str]:
