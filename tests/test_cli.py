@@ -360,3 +360,19 @@ def test_values_no_run_could_use(
     message = user_error(capsys, train_argv(tiny_config_file, corpus_dir, out, "--set", override))
     assert expected in message
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--preset", "cpu-small-egru", "--out", "R", "--max-minutes", "-1"], "--max"),
+        (["train", "--resume", "R", "--max-minutes", "nan"], "--max-minutes nan"),
+        (["demo", "--minutes-per-model", "0"], "--minutes-per-model"),
+        (["sweep", "spec.yaml", "--out", "S", "--jobs", "0"], "--jobs 0"),
+    ],
+)
+def test_budgets_no_command_can_use(capsys, tmp_path, monkeypatch, argv, expected):
+    """Issue 15 point 10: negative --max-minutes and --jobs 0 were accepted without a word."""
+    monkeypatch.chdir(tmp_path)
+    assert expected in user_error(capsys, argv)
+    assert list(tmp_path.iterdir()) == []

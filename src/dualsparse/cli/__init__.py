@@ -1,46 +1,79 @@
 """Command line: parse → call the library → print. ``main`` is the only place that
-turns a DualsparseError into ``error: …`` on stderr and exit code 2."""
+turns a DualsparseError into ``error: …`` on stderr and exit code 2.
+
+This module imports nothing heavy at load time: the ``dualsparse`` script imports it
+before ``main`` runs, and a Ctrl-C during the imports must end in one line, not a
+traceback, so the command modules are imported inside ``main``'s guard."""
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 
-from dualsparse import __version__
-from dualsparse.cli import engine_commands, run_commands, sparsity_commands, sweep_commands
-from dualsparse.errors import DualsparseError
 
-COMMANDS = {
-    **run_commands.HANDLERS,
-    **sparsity_commands.HANDLERS,
-    **engine_commands.HANDLERS,
-    **sweep_commands.HANDLERS,
-}
+def _modules():
+    from dualsparse.cli import engine_commands, run_commands, sparsity_commands, sweep_commands
+
+    return (run_commands, sparsity_commands, engine_commands, sweep_commands)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def commands() -> dict:
+    """Subcommand name → handler."""
+    return {name: fn for module in _modules() for name, fn in module.HANDLERS.items()}
+
+
+def build_parser():
+    import argparse
+
+    from dualsparse import __version__
+
     parser = argparse.ArgumentParser(
         prog="dualsparse",
         description="Recurrent language models with sparse activity (EGRU) and sparse weights.",
     )
     parser.add_argument("--version", action="version", version=f"dualsparse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run_commands, sparsity_commands, engine_commands, sweep_commands):
+    for module in _modules():
         module.register(sub)
     return parser
 
 
+def check_budget_args(args) -> None:
+    """Time budgets and worker counts argparse accepts but no command can use."""
+    from dualsparse.errors import DualsparseError
+
+    for name in ("max_minutes", "minutes_per_model"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            flag = "--" + name.replace("_", "-")
+            raise DualsparseError(f"{flag} {value} must be a positive number of minutes")
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None and jobs < 1:
+        raise DualsparseError(f"--jobs {jobs} must be at least 1 (runs at a time)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
     try:
-        return COMMANDS[args.command](args)
-    except DualsparseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        from dualsparse.errors import DualsparseError
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        try:
+            check_budget_args(args)
+            return commands()[args.command](args)
+        except DualsparseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def __getattr__(name: str):
+    # COMMANDS was a module constant; kept for callers, built on first use
+    if name == "COMMANDS":
+        return commands()
+    raise AttributeError(name)
