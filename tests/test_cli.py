@@ -376,3 +376,17 @@ def test_budgets_no_command_can_use(capsys, tmp_path, monkeypatch, argv, expecte
     monkeypatch.chdir(tmp_path)
     assert expected in user_error(capsys, argv)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["export", "{run}", "{file}"], ["activity", "{run}", "--out", "{file}"]]
+)
+def test_output_onto_an_existing_file(capsys, trained_run, corpus_dir, tmp_path, argv):
+    """Issue 15 point 9: a traceback from deep in the writer before."""
+    target = tmp_path / "taken.txt"
+    target.write_text("keep me", encoding="utf-8")
+    filled = [a.format(run=trained_run, file=target) for a in argv] + ["--data", str(corpus_dir)]
+    if argv[0] == "export":
+        filled = filled[:3]
+    assert "is a file" in user_error(capsys, filled)
+    assert target.read_text(encoding="utf-8") == "keep me"

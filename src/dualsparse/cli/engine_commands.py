@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from dualsparse.cli.common import positive_ints
 from dualsparse.errors import DualsparseError
@@ -84,6 +85,11 @@ def register(sub) -> None:
 def cmd_export(args) -> int:
     from dualsparse.engine.export import export_run, load_export, weight_sparsity
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DualsparseError(
+            f"{args.out} is a file; export writes a directory (model.json, model.safetensors): "
+            "give a new or existing directory as OUT_DIR"
+        )
     out = export_run(args.run, args.out, args.checkpoint)
     model = load_export(out)  # what the engine will read, validated
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

@@ -130,6 +130,12 @@ def cmd_activity(args) -> int:
         write_activity_outputs,
     )
 
+    out_dir = Path(args.out) if args.out else Path(args.run) / f"activity-{args.split}"
+    if out_dir.exists() and not out_dir.is_dir():  # checked before the (long) measurement
+        raise DualsparseError(
+            f"{out_dir} is a file; activity writes a directory of JSON and figures: "
+            "give a new or existing directory as --out"
+        )
     run, data, batch, bptt = run_split(args)
     report = analyze_activity(
         run.model,
@@ -140,7 +146,6 @@ def cmd_activity(args) -> int:
         split=args.split,
         config=run.config,
     )
-    out_dir = Path(args.out) if args.out else Path(args.run) / f"activity-{args.split}"
     paths = write_activity_outputs(report, out_dir, plots=not args.no_plots)
     if args.json:
         print(
