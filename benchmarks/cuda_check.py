@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import tempfile
 import time
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_config(args: argparse.Namespace):
+def make_config(args: argparse.Namespace, epochs: int = 1):
     cfg = load_preset(args.preset)
     model = cfg.model
     if args.emb is not None:
@@ -76,7 +77,7 @@ def make_config(args: argparse.Namespace):
     train = dataclasses.replace(
         cfg.train,
         device=args.device,
-        epochs=1,  # one "epoch" of exactly the tokens of --steps windows (see truncate)
+        epochs=epochs,  # of a train split cut to make --steps steps in all (fit_steps)
         seed=args.seed,
         batch_size=args.batch_size or cfg.train.batch_size,
         eval_batch_size=args.batch_size or cfg.train.batch_size,
@@ -87,13 +88,27 @@ def make_config(args: argparse.Namespace):
     return dataclasses.replace(cfg, model=model, train=train)
 
 
-def truncate(corpus, steps: int, batch: int, bptt: int):
-    """Train split cut to ``steps`` windows, valid to a few, so one epoch = ``steps`` steps."""
-    n_train = steps * bptt * batch + batch
-    if corpus.train.numel() < n_train:
-        raise DualsparseError(f"train split has {corpus.train.numel()} tokens; {n_train} needed")
+def fit_steps(corpus, steps: int, batch: int, bptt: int):
+    """(corpus, epochs): the train split cut so that ``epochs`` epochs make ``steps`` steps.
+
+    Windows are all ``bptt`` long (no variable bptt), so an epoch of k windows
+    needs k * bptt + 1 rows; a corpus shorter than ``steps`` windows is walked
+    several times (Brown holds about 190 windows at batch 64, bptt 70). The
+    validation split is cut to a few windows: it only has to show the loss fell.
+    """
+    windows_available = (corpus.train.numel() // batch - 1) // bptt
+    if windows_available < 1:
+        raise DualsparseError(
+            f"train split has {corpus.train.numel()} tokens, fewer than one window of "
+            f"{batch} x {bptt + 1}; use a smaller --batch-size or --bptt"
+        )
+    epochs = math.ceil(steps / windows_available)
+    per_epoch = math.ceil(steps / epochs)
     n_valid = min(corpus.valid.numel(), 4 * bptt * batch + batch)
-    return dataclasses.replace(corpus, train=corpus.train[:n_train], valid=corpus.valid[:n_valid])
+    cut = dataclasses.replace(
+        corpus, train=corpus.train[: per_epoch * bptt * batch + batch], valid=corpus.valid[:n_valid]
+    )
+    return cut, epochs
 
 
 def loss_and_grad_norm(model: LanguageModel, tokens: torch.Tensor, targets: torch.Tensor):
@@ -180,10 +195,10 @@ def gru_tokens_per_s(cfg, vocab_size: int, data: torch.Tensor, device, steps: in
 
 
 def run(args: argparse.Namespace) -> dict:
-    cfg = make_config(args)
+    t = make_config(args).train
     device = resolve_device(args.device)  # DualsparseError when CUDA is asked for but absent
-    t = cfg.train
-    corpus = truncate(read_corpus(args.data), args.steps, t.batch_size, t.bptt)
+    corpus, epochs = fit_steps(read_corpus(args.data), args.steps, t.batch_size, t.bptt)
+    cfg = make_config(args, epochs)
     with tempfile.TemporaryDirectory(prefix="cuda_check_") as run_dir:
         trainer = Trainer(cfg, corpus, run_dir, progress=not args.json)
         sync(device)
@@ -208,6 +223,7 @@ def run(args: argparse.Namespace) -> dict:
         "batch_size": t.batch_size,
         "bptt": t.bptt,
         "steps": steps_done,
+        "epochs": cfg.train.epochs,
         "valid_ppl": summary.last_valid_ppl,
         "egru_tokens_per_s": egru_tps,
         "nn_gru_tokens_per_s": gru_tps,

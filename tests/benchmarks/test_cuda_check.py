@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from conftest import write_tiny_corpus
+from dualsparse.data.batching import bptt_windows
+from dualsparse.data.corpus import read_corpus
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cuda_check.py"
 SPEC = importlib.util.spec_from_file_location("cuda_check", SCRIPT)
@@ -32,7 +34,12 @@ def test_cpu_against_float64_passes_and_reports(corpus_dir, capsys):
     code = cuda_check.main([*TINY, "--data", corpus_dir, "--compare-dtype", "float64"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["passed"]
-    assert out["steps"] == 3 and out["hidden"] == [24, 24, 16] and out["emb"] == 16
+    assert (
+        out["steps"] == 3
+        and out["epochs"] == 1
+        and out["hidden"] == [24, 24, 16]
+        and out["emb"] == 16
+    )
     # float32 against float64 of the same weights: close, but not bit-equal
     assert 0 < out["loss_rel_diff"] < 1e-5
     assert out["loss_rel_diff"] == pytest.approx(
@@ -40,6 +47,18 @@ def test_cpu_against_float64_passes_and_reports(corpus_dir, capsys):
     )
     assert out["egru_tokens_per_s"] > 0 and out["nn_gru_tokens_per_s"] > 0
     assert math.isfinite(out["valid_ppl"])
+
+
+def test_more_steps_than_the_corpus_holds_walk_it_several_times(corpus_dir):
+    corpus = read_corpus(corpus_dir)
+    rows = corpus.train.numel() // 2  # batch 2
+    available = (rows - 1) // 8  # whole windows of bptt 8
+    cut, epochs = cuda_check.fit_steps(corpus, 2 * available + 1, 2, 8)
+    assert epochs == 3
+    per_epoch = math.ceil((2 * available + 1) / 3)
+    assert cut.train.numel() == per_epoch * 8 * 2 + 2
+    windows = bptt_windows(cut.train.numel() // 2, 8, variable=False)
+    assert windows == [(8 * k, 8) for k in range(per_epoch)]
 
 
 def test_tolerance_below_float32_error_fails_with_one_line(corpus_dir, capsys):
