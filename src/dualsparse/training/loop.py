@@ -219,6 +219,8 @@ class Trainer:
                     self.model, self.corpus.valid, t.eval_batch_size, t.bptt, split="valid"
                 )
                 last_valid = valid.perplexity
+                if not math.isfinite(valid.loss):
+                    self._diverged(f"validation loss {valid.loss}")
                 # every rank validates; all decide on rank 0's loss, so they never disagree
                 (valid_loss,) = distributed.from_rank0([valid.loss], self.device)
                 # only epoch-end validations move "best" and count toward early stopping, so
@@ -260,6 +262,16 @@ class Trainer:
             math.exp(best) if best is not None else float("nan"),
             last_valid,
             self.state["elapsed_seconds"],
+        )
+
+    def _diverged(self, what: str) -> None:
+        """Stop a run whose numbers left the finite range; nothing of it is saved."""
+        t = self.cfg.train
+        raise DualsparseError(
+            f"training diverged in epoch {self.state['epoch'] + 1} ({what}); the run's last "
+            f"checkpoint, if any, is kept as it was. Lower train.lr (now {t.lr:g}) or clip "
+            f"gradients harder (train.clip, now {t.clip:g}), e.g. "
+            f"--set train.lr={t.lr / 10:g}"
         )
 
     def _record_validation(self, loss: float) -> bool:
@@ -313,8 +325,12 @@ class Trainer:
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss + out.regularization).backward()
-                if t.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
+                # the norm is all-reduced under DDP, so every rank takes the same decision
+                norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), t.clip if t.clip > 0 else math.inf
+                )
+                if not math.isfinite(float(norm)):
+                    self._diverged(f"gradient norm {float(norm)} at window {w + 1}")
                 self.optimizer.step()
                 model.constrain_()
                 apply_masks(model, self.masks)
