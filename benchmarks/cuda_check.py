@@ -11,7 +11,7 @@ Three parts, under 10 minutes on one GPU at the preset's size:
    (cuDNN on a GPU) in place of the EGRU layers, so the cost of the EGRU's
    Python-level time loop is visible.
 
-    python benchmarks/cuda_check.py [--data /work/shared/data/brown] [--device cuda]
+    python benchmarks/cuda_check.py [--data ../shared/data/brown] [--device cuda]
         [--steps 300] [--emb 750] [--hidden 1350,1350,750] [--batch-size 64] [--bptt 70]
         [--json]
 
@@ -29,6 +29,7 @@ import math
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,11 @@ GRAD_RTOL = 1e-3
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brown", help="corpus directory")
+    p.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brown"),
+        help="corpus directory (PTB format; default: ../shared/data/brown beside the repository)",
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--preset", default="paper-ptb-egru")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps of training")
