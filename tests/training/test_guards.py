@@ -73,7 +73,7 @@ def _race(lock_dir, rounds, barrier, inside, most_inside, wins, stale):
 
 @pytest.mark.parametrize("stale", [False, True], ids=["clean", "stale-lock-file"])
 def test_simultaneous_lock_attempts_admit_one_holder_at_a_time(tmp_path, stale):
-    contenders, rounds = 6, 25
+    contenders, rounds = 6, 100
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(contenders)
     inside, most_inside, wins = (context.Value("i", 0) for _ in range(3))
