@@ -198,3 +198,23 @@ def test_report_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "sweep.json is not JSON; move it away" in err and "Traceback" not in err
+
+
+def test_report_of_results_that_are_not_run_results(study, tmp_path, capsys):
+    """Issue 15 point 9: a results file that is [] or lacks keys was a traceback."""
+    sweep = Path(shutil.copytree(study / "sweep", tmp_path / "sweep"))
+    (sweep / "sweep.json").unlink(missing_ok=True)
+    first = sorted((sweep / "results").glob("*.json"))[0]
+    record = json.loads(first.read_text())
+    del record["macs"]["rnn"]["event_macs_per_token"]
+    for content, expected in (
+        ("[]", "lacks model"),
+        ('{"model": "egru"}', "lacks weight_decay"),
+        (json.dumps(record), "'macs.rnn.event_macs_per_token'"),
+    ):
+        first.write_text(content)
+        assert main(["report", str(sweep), "--out", str(tmp_path / "r")]) == 2
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        (line,) = err.splitlines()
+        assert line.startswith("error: ") and expected in line, line

@@ -31,9 +31,15 @@ class Cell:
         out = []
         for record in self.records:
             value: Any = record
-            for part in path.split("."):
-                value = value[part]
-            out.append(float(value))
+            try:
+                for part in path.split("."):
+                    value = value[part]
+                out.append(float(value))
+            except (KeyError, TypeError, ValueError):
+                raise DualsparseError(
+                    f"a result of the sweep lacks a number at {path!r}; delete that run's "
+                    "results/*.json and run the sweep again"
+                ) from None
         return out
 
     def mean(self, path: str) -> float:
@@ -52,6 +58,10 @@ class Cell:
         return [statistics.fmean(v) for v in zip(*layers, strict=True)]
 
 
+# what every table and figure of the report reads from a run's result
+RESULT_KEYS = ("model", "weight_decay", "bias_decay", "test", "macs", "activity")
+
+
 def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
     results = sweep_dir / "results"
     files = sorted(results.glob("*.json")) if results.is_dir() else []
@@ -60,7 +70,17 @@ def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
             f"{sweep_dir} has no finished runs (results/*.json); run `dualsparse sweep SPEC "
             f"--out {sweep_dir}` first"
         )
-    return [read_json(path, "delete it and run the sweep again") for path in files]
+    records = []
+    for path in files:
+        record = read_json(path, "delete it and run the sweep again")
+        missing = [k for k in RESULT_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise DualsparseError(
+                f"{path} is not a sweep run's result (it lacks {', '.join(missing)}); "
+                f"delete it and run `dualsparse sweep SPEC --out {sweep_dir}` again"
+            )
+        records.append(record)
+    return records
 
 
 def cells(records: list[dict[str, Any]]) -> list[Cell]:
