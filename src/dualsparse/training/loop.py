@@ -108,6 +108,7 @@ class Trainer:
         }
         self.epoch_rng_state: torch.Tensor | None = None
         self.hidden = None
+        self._valid_seconds = 0.0  # how long the last validation took (the budget keeps it)
 
     # ---------------------------------------------------------------- persistence
     def save(self, pointers=("latest",)) -> None:
@@ -215,10 +216,12 @@ class Trainer:
         with lock, stop_on_signals(flag):
             while self.state["epoch"] < t.epochs and not self.state["finished"]:
                 outcome = self._train_epoch(flag, deadline)
+                valid_started = time.monotonic()
                 valid = evaluate(
                     self.model, self.corpus.valid, t.eval_batch_size, t.bptt, split="valid"
                 )
                 last_valid = valid.perplexity
+                self._valid_seconds = time.monotonic() - valid_started
                 if not math.isfinite(valid.loss):
                     self._diverged(f"validation loss {valid.loss}")
                 # every rank validates; all decide on rank 0's loss, so they never disagree
@@ -259,7 +262,8 @@ class Trainer:
             self.state["epoch"],
             stopped,
             best,
-            math.exp(best) if best is not None else float("nan"),
+            # stopped before any epoch ended: the perplexity it measured, not nan
+            math.exp(best) if best is not None else (last_valid or float("nan")),
             last_valid,
             self.state["elapsed_seconds"],
         )
@@ -370,7 +374,8 @@ class Trainer:
     def _stop_reason(self, flag: dict, deadline: float | None) -> str | None:
         """Stop when any rank was signalled or ran out of time, all ranks at the same window."""
         signalled = "signal" in flag
-        late = deadline is not None and time.monotonic() > deadline
+        # the closing validation is part of the budget: stop early by its last duration
+        late = deadline is not None and time.monotonic() + self._valid_seconds > deadline
         signalled, late = distributed.sum_over_ranks([signalled, late], self.device)
         return "interrupted" if signalled else "time-budget" if late else None
 
