@@ -259,9 +259,10 @@ def test_continuing_a_run_on_other_data_needs_other_data(trained, tmp_path):
     assert file_contents(run_dir) == before and not (tmp_path / "p").exists()
     # its own data, named again, is no change; other data on purpose is recorded
     resume_run(run_dir, ["train.epochs=2"], str(data), progress=False)
-    prune_trained_run(
-        run_dir, tmp_path / "p", str(other), target=0.5, other_data=True, progress=False
-    )
+    from dualsparse.cli import main
+
+    args = ["prune", str(run_dir), "--out", str(tmp_path / "p"), "--data", str(other)]
+    assert main([*args, "--target", "0.5", "--other-data", "--no-progress"]) == 0
     assert json.loads((tmp_path / "p" / "source.json").read_text())["data"] == str(other.resolve())
     resume_run(run_dir, ["train.epochs=3"], str(other), other_data=True, progress=False)
     assert json.loads((run_dir / "source.json").read_text())["data"] == str(other.resolve())

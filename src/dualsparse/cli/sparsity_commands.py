@@ -46,6 +46,12 @@ def register(sub) -> None:
         help="override a fine-tuning config key (repeatable)",
     )
     add_data_args(p)
+    p.add_argument(
+        "--other-data",
+        action="store_true",
+        help="fine-tune on data other than the run recorded in source.json (then recorded "
+        "as the pruned run's)",
+    )
     p.add_argument("--json", action="store_true", help="print the pruning record as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = sub.add_parser(
@@ -96,6 +102,7 @@ def cmd_prune(args) -> int:
         lr=args.lr,
         overrides=args.overrides,
         progress=not args.no_progress,
+        other_data=args.other_data,
     )
     if args.json:
         print(json.dumps(record, indent=1))
