@@ -26,10 +26,11 @@ import json
 
 from dualsparse.engine.bench import (
     calibrate_thresholds,
-    format_bench_table,
+    peer_selection,
     run_benchmark,
     synthetic_model,
 )
+from dualsparse.engine.bench_table import format_bench_table
 from dualsparse.engine.export import load_export
 
 
@@ -59,8 +60,7 @@ def main() -> None:
         model = synthetic_model("egru", 750, [1350, 1350, 750], 10_000, args.sparsity)
         calibrate_thresholds(model, args.activity)
     threads = tuple(int(t) for t in args.threads.split(","))
-    named = {"all": None, "none": ()}
-    peers = named[args.peers] if args.peers in named else tuple(args.peers.split(","))
+    peers = peer_selection(args.peers)
     result = run_benchmark(
         model, tokens=args.tokens, threads=threads, input_table=not args.no_table, peers=peers
     )

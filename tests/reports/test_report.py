@@ -153,6 +153,8 @@ def test_report_with_a_bench_result(study, tmp_path):
             "40",
             "--threads",
             "1",
+            "--peers",
+            "none",
         ],
         capture_output=True,
         text=True,

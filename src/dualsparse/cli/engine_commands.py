@@ -79,6 +79,12 @@ def register(sub) -> None:
     p.add_argument(
         "--no-table", action="store_true", help="do not precompute the first layer's W_ih·E table"
     )
+    p.add_argument(
+        "--peers",
+        default="all",
+        help="peer runtimes to time beside the engine: all (every installed one, the default), "
+        "none, or a comma list of 'ONNX Runtime', 'OpenVINO', 'torch CSR'",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -140,7 +146,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from dualsparse.engine.bench import format_bench_table, run_benchmark
+    from dualsparse.engine.bench import peer_selection, run_benchmark
+    from dualsparse.engine.bench_table import format_bench_table
     from dualsparse.engine.export import load_export
 
     threads = tuple(positive_ints(args.threads, "--threads", several=True))
@@ -148,7 +155,11 @@ def cmd_bench(args) -> int:
         raise DualsparseError(f"--tokens {args.tokens} is too few for a p90; give at least 10")
     model = load_export(args.model)
     result = run_benchmark(
-        model, tokens=args.tokens, threads=threads, input_table=not args.no_table
+        model,
+        tokens=args.tokens,
+        threads=threads,
+        input_table=not args.no_table,
+        peers=peer_selection(args.peers),
     )
     print(json.dumps(result, indent=1) if args.json else format_bench_table(result))
     return 0
