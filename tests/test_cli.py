@@ -390,3 +390,22 @@ def test_output_onto_an_existing_file(capsys, trained_run, corpus_dir, tmp_path,
         filled = filled[:3]
     assert "is a file" in user_error(capsys, filled)
     assert target.read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_run_with_non_finite_weights_is_refused_by_every_measurement(capsys, run_copy):
+    """Issue 15, point 10: NaN weights evaluated to a NaN loss (exit 0) while export
+    rejected them and advised exporting again."""
+    from safetensors.torch import load_file, save_file
+
+    best = ckpt.checkpoint_dir(run_copy, "best")
+    tensors = load_file(best / "model.safetensors")
+    name = next(n for n in tensors if tensors[n].ndim == 2 and "layers.0" in n)
+    tensors[name][0, 0] = math.nan
+    save_file(tensors, best / "model.safetensors")
+    for argv in (
+        ["evaluate", run_copy, "--split", "valid"],
+        ["macs", run_copy, "--split", "valid"],
+        ["export", run_copy, run_copy.parent / "export"],
+    ):
+        line = user_error(capsys, argv)
+        assert "NaN or infinite weights" in line and name in line and "train.lr" in line

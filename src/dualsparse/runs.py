@@ -54,6 +54,13 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu") -> L
         )
     model = LanguageModel(cfg.model, len(vocab))
     ckpt.load_model_weights(model, path / "model.safetensors")
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise DualsparseError(
+            f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}"
+            f"{', …' if len(bad) > 3 else ''}): its training diverged; train it again, or "
+            f"resume from an earlier checkpoint, with a lower train.lr or train.clip"
+        )
     masks = ckpt.load_masks(path, model)
     apply_masks(model, masks)
     model.to(device).eval()
