@@ -26,7 +26,9 @@ def register(sub) -> None:
         "--max-minutes",
         type=float,
         metavar="M",
-        help="stop (with a checkpoint) after M minutes of training",
+        help="stop (with a checkpoint) so that training and its closing validation end "
+        "within M minutes (start-up and data loading not counted; the first epoch's "
+        "validation has not been timed yet and can overrun by one validation)",
     )
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--device", help="cpu or cuda (override train.device)")
