@@ -236,6 +236,26 @@ def parse_spec(data: Any, source: str, base: Path | None) -> SweepSpec:
     )
 
 
+def _prune_settings(group: dict, where: str) -> tuple[dict[str, Any], bool]:
+    """A group's ``prune:`` section: the options every prune job gets, and whether the
+    targets chain (each pruned from the previous target's run) or start from the dense run."""
+    prune = dict(group.get("prune") or {})
+    _unknown(prune, PRUNE_KEYS, f"{where}: prune")
+    prune_opts = {
+        "steps": _number(prune.get("steps", 1), f"{where}: prune.steps", int),
+        "finetune_epochs": _number(
+            prune.get("finetune_epochs", 1), f"{where}: prune.finetune_epochs", int
+        ),
+        "lr": None if prune.get("lr") is None else _number(prune["lr"], f"{where}: prune.lr"),
+    }
+    chain = prune.get("chain", True)
+    if not isinstance(chain, bool):
+        raise DualsparseError(f"{where}: prune.chain must be true or false")
+    if prune_opts["steps"] < 1 or prune_opts["finetune_epochs"] < 0:
+        raise DualsparseError(f"{where}: prune.steps must be >= 1 and finetune_epochs >= 0")
+    return prune_opts, chain
+
+
 def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> list[Job]:
     if not isinstance(group, dict):
         raise DualsparseError(f"{where}: expected a mapping (name:, preset:, seeds: …)")
@@ -264,20 +284,7 @@ def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> li
     if any(not 0.0 <= t < 1.0 for t in targets):
         raise DualsparseError(f"{where}: sparsity targets must be in [0, 1), e.g. [0.6, 0.8, 0.9]")
     targets = sorted(t for t in targets if t > 0)
-    prune = dict(group.get("prune") or {})
-    _unknown(prune, PRUNE_KEYS, f"{where}: prune")
-    prune_opts = {
-        "steps": _number(prune.get("steps", 1), f"{where}: prune.steps", int),
-        "finetune_epochs": _number(
-            prune.get("finetune_epochs", 1), f"{where}: prune.finetune_epochs", int
-        ),
-        "lr": None if prune.get("lr") is None else _number(prune["lr"], f"{where}: prune.lr"),
-    }
-    chain = prune.get("chain", True)
-    if not isinstance(chain, bool):
-        raise DualsparseError(f"{where}: prune.chain must be true or false")
-    if prune_opts["steps"] < 1 or prune_opts["finetune_epochs"] < 0:
-        raise DualsparseError(f"{where}: prune.steps must be >= 1 and finetune_epochs >= 0")
+    prune_opts, chain = _prune_settings(group, where)
     jobs = []
     for wd in wds:
         for bd in bds:
