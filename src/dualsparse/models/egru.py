@@ -169,6 +169,9 @@ class EGRUSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y_seq, _grad_c_pre, grad_c_last, grad_y_last):
+        """BPTT through the window, the forward's steps in reverse. One function on purpose
+        (about 85 lines): each step's gradient equations read against the forward's, in one
+        place, with the per-layer clip applied to the totals at the end."""
         x, weight_ih, weight_hh, threshold, ys, cs, c_pre_all, ur_all, z_all, rec_z_all = (
             ctx.saved_tensors
         )
