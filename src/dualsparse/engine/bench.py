@@ -24,7 +24,7 @@ import numpy as np
 
 from dualsparse.architecture import Architecture
 from dualsparse.engine import jit
-from dualsparse.engine.bench_table import _with_speedups, headline
+from dualsparse.engine.bench_table import Contender, _with_speedups, headline
 from dualsparse.engine.dense_baselines import AWD_LSTM, DenseStepper
 from dualsparse.engine.format import (
     CSCMatrix,
@@ -105,24 +105,6 @@ def _time_per_token(step, tokens: list[int], warmup: int) -> np.ndarray:
         step(token)
         times[k] = clock() - start
     return times * 1e3
-
-
-@dataclass(eq=False)  # hashed by identity: a row's key
-class Contender:
-    """A row of the table: what runs (``runtime`` on ``runs``, with or without the
-    first-layer table), built per thread count by ``build(threads)`` into a stepper with
-    ``step_rnn``, ``step`` and ``reset``; ``reference`` gives the log-probabilities it must
-    reproduce on the benchmark's tokens (None: not checked, the dense PyTorch rows and the
-    engine are the references and are tested against the model elsewhere)."""
-
-    name: str
-    runtime: str
-    runs: str
-    input_table: bool
-    build: Callable[[int], Any]
-    macs: Callable[[Any], tuple[float, float]]
-    engine: bool = False  # the engine on the benchmarked model (a headline's numerator)
-    reference: Callable[[list[int]], list[np.ndarray]] | None = None
 
 
 @dataclass

@@ -1,10 +1,32 @@
-"""The benchmark's table: speedups of every row (over the fastest dense AWD-LSTM, and over
+"""The benchmark's table: its contenders (what each row runs), speedups of every row
 the fastest contender), the headline per thread count, and the text table ``dualsparse bench``
 prints. Pure functions of the result rows, so tests can feed them rows by hand."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+
+@dataclass(eq=False)  # hashed by identity: a row's key
+class Contender:
+    """A row of the table: what runs (``runtime`` on ``runs``, with or without the
+    first-layer table), built per thread count by ``build(threads)`` into a stepper with
+    ``step_rnn``, ``step`` and ``reset``; ``reference`` gives the log-probabilities it must
+    reproduce on the benchmark's tokens (None: not checked, the dense PyTorch rows and the
+    engine are the references and are tested against the model elsewhere)."""
+
+    name: str
+    runtime: str
+    runs: str
+    input_table: bool
+    build: Callable[[int], Any]
+    macs: Callable[[Any], tuple[float, float]]
+    engine: bool = False  # the engine on the benchmarked model (a headline's numerator)
+    reference: Callable[[list[int]], list[np.ndarray]] | None = None
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dualsparse.engine import peers
-from dualsparse.engine.bench import Contender
+from dualsparse.engine.bench_table import Contender
 from dualsparse.engine.dense_baselines import DenseStepper
 from dualsparse.engine.format import ExportedModel, weight_sparsity
 
