@@ -409,3 +409,16 @@ def test_a_run_with_non_finite_weights_is_refused_by_every_measurement(capsys, r
     ):
         line = user_error(capsys, argv)
         assert "NaN or infinite weights" in line and name in line and "train.lr" in line
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """Issue 15: `dualsparse presets | head` ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dualsparse", "presets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait() == 141 and err == ""

@@ -8,6 +8,7 @@ traceback, so the command modules are imported inside ``main``'s guard."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 
@@ -63,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             check_budget_args(args)
-            return commands()[args.command](args)
+            code = commands()[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the guard, not at exit
+            return code
         except DualsparseError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`dualsparse presets | head`): stop quietly, as cat does;
+        # stdout goes to devnull so that the interpreter's last flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def __getattr__(name: str):
