@@ -280,3 +280,16 @@ def test_a_cache_named_only_by_source_json_is_never_created(trained, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--cache-dir DIR" in err and err.count("\n") == 1
     assert not elsewhere.exists()
+
+
+def test_taking_the_lock_removes_temporaries_a_killed_writer_left(tmp_path):
+    """Issue 15, point 11: `.latest.json.*.tmp` files left by kills were never cleaned."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    stale = [run_dir / ".metrics.jsonl.x1.tmp", run_dir / "checkpoints" / ".latest.json.ab.tmp"]
+    kept = [run_dir / "config.json", run_dir / "checkpoints" / "notes.tmp"]
+    for path in stale + kept:
+        path.write_text("{}")
+    with run_lock(run_dir):
+        assert [p.exists() for p in stale] == [False, False]
+        assert [p.exists() for p in kept] == [True, True]

@@ -68,6 +68,7 @@ def run_lock(run_dir: str | Path, what: str = "run") -> Iterator[None]:
         raise DualsparseError(f"cannot create {run_dir} ({exc.strerror})") from None
     fd = _acquire(run_dir / ".lock", run_dir, what)
     _HELD[key] = 1
+    remove_stale_temporaries(run_dir)
     try:
         yield
     finally:
@@ -77,6 +78,20 @@ def run_lock(run_dir: str | Path, what: str = "run") -> Iterator[None]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (``fileio``'s ``.NAME.*.tmp``) that a killed writer left in
+    ``run_dir`` and its ``checkpoints/``. Only a holder of the directory's lock writes there,
+    so with the lock held every such file is a leftover, never a write in progress."""
+    removed = []
+    for directory in (run_dir, run_dir / "checkpoints"):
+        if directory.is_dir():
+            for path in directory.glob(".*.tmp"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
 
 
 def _acquire(path: Path, run_dir: Path, what: str) -> int:
