@@ -14,7 +14,6 @@ that end an epoch or the run are taken on numbers all ranks share.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -36,6 +35,7 @@ from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training import distributed
 from dualsparse.training.guards import check_new_run_dir, run_lock, stop_on_signals
+from dualsparse.training.metrics import append_metrics, keep_metrics_until
 from dualsparse.training.optim import lr_at, make_optimizer, set_lr
 
 
@@ -193,16 +193,31 @@ class Trainer:
         for key in self.state:
             if key in state:
                 self.state[key] = state[key]
+        if self.is_main:  # records a killed process wrote after this checkpoint would repeat
+            keep_metrics_until(self.run_dir, self._checkpoint_position())
+
+    def _epoch_windows(self, generator: torch.Generator) -> list[tuple[int, int]]:
+        t = self.cfg.train
+        return bptt_windows(
+            self.train_data.shape[0], t.bptt, variable=t.variable_bptt, generator=generator
+        )
+
+    def _checkpoint_position(self) -> float:
+        """Where the restored state stands: epochs done, plus the fraction of the current
+        epoch's windows when it stopped mid-epoch (the ``epoch`` of its metrics record)."""
+        if not self.state["window"] or self.epoch_rng_state is None:
+            return self.state["epoch"]
+        generator = torch.Generator()
+        generator.set_state(self.epoch_rng_state)
+        return _position(self.state, len(self._epoch_windows(generator)))
 
     def _own_columns(self, state: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a carried state saved for the whole batch."""
         return distributed.column_shard(state, self.rank, self.world_size, dim=0).to(self.device)
 
     def log(self, record: dict) -> None:
-        if not self.is_main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.is_main:
+            append_metrics(self.run_dir, record)
 
     # ---------------------------------------------------------------- training
     def run(self, max_minutes: float | None = None) -> TrainSummary:
@@ -229,7 +244,7 @@ class Trainer:
                 # only epoch-end validations move "best" and count toward early stopping, so
                 # an interrupted and resumed run takes the same decisions as an unbroken one
                 improved = outcome == "epoch" and self._record_validation(valid_loss)
-                position = self.state["epoch"] + self.state["window"] / max(self._n_windows, 1)
+                position = _position(self.state, self._n_windows)
                 if outcome == "epoch":
                     self.state.update(epoch=self.state["epoch"] + 1, window=0)
                     self.hidden, self.epoch_rng_state = None, None
@@ -296,9 +311,7 @@ class Trainer:
         else:  # resuming mid-epoch: redraw the same windows from the epoch's start state
             generator = torch.Generator()
             generator.set_state(self.epoch_rng_state)
-        windows = bptt_windows(
-            self.train_data.shape[0], t.bptt, variable=t.variable_bptt, generator=generator
-        )
+        windows = self._epoch_windows(generator)
         self._n_windows = len(windows)
         columns = self.train_data.shape[1]  # this rank's share of batch_size
         hidden = self.hidden if self.hidden is not None else model.init_state(columns)
@@ -378,6 +391,13 @@ class Trainer:
         late = deadline is not None and time.monotonic() + self._valid_seconds > deadline
         signalled, late = distributed.sum_over_ranks([signalled, late], self.device)
         return "interrupted" if signalled else "time-budget" if late else None
+
+
+def _position(state: dict[str, Any], n_windows: int) -> float:
+    """Epochs done plus the fraction of the epoch's windows done (a metrics record's
+    ``epoch``); computed the same way when the record is written and when a resume cuts
+    the metrics back to its checkpoint."""
+    return state["epoch"] + state["window"] / max(n_windows, 1)
 
 
 def train(
