@@ -37,8 +37,24 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu") -> LoadedRun:
-    """The model of a run (``best`` validation checkpoint by default), ready for eval."""
-    path = ckpt.checkpoint_dir(run_dir, which)
+    """The model of a run (``best`` validation checkpoint by default), ready for eval.
+
+    A run may be in training meanwhile: its trainer deletes a checkpoint once the pointers
+    name a newer one. A read that fails while the pointer moved is repeated on the
+    checkpoint it names now; a failure on the checkpoint the pointer still names is a
+    damaged run and reported as such."""
+    attempts = 1
+    while True:
+        path = ckpt.checkpoint_dir(run_dir, which)
+        try:
+            return _load_checkpoint(path, device)
+        except (DualsparseError, OSError):
+            if attempts == ckpt.READ_ATTEMPTS or not ckpt.pointer_moved(run_dir, which, path):
+                raise
+        attempts += 1
+
+
+def _load_checkpoint(path: Path, device: str) -> LoadedRun:
     state = ckpt.read_state(path)
     try:
         cfg = RunConfig.from_dict(state["config"], source=f"{path}/state.json")

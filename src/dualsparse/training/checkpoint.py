@@ -150,6 +150,24 @@ def checkpoint_dir(run_dir: str | Path, which: str = "latest") -> Path:
         raise DualsparseError(
             f"run directory {run_dir} does not exist; give the --out of a train run"
         )
+    path = _pointed_checkpoint(run_dir, which)
+    for _ in range(READ_ATTEMPTS):
+        if path.is_dir():
+            return path
+        # a trainer may have written a newer checkpoint and deleted this one since the
+        # pointer was read: only a pointer that still names a missing checkpoint is damage
+        again = _pointed_checkpoint(run_dir, which)
+        if again == path:
+            break
+        path = again
+    raise DualsparseError(f"checkpoint {path} is missing; the run directory is damaged")
+
+
+# how often a reader follows a pointer that moved while it read (a run being trained)
+READ_ATTEMPTS = 5
+
+
+def _pointed_checkpoint(run_dir: Path, which: str) -> Path:
     tag = read_pointer(run_dir, which) or (
         read_pointer(run_dir, "latest") if which == "best" else None
     )
@@ -158,10 +176,16 @@ def checkpoint_dir(run_dir: str | Path, which: str = "latest") -> Path:
             f"{run_dir} has no checkpoint; train into it first "
             f"(dualsparse train ... --out {run_dir})"
         )
-    path = run_dir / "checkpoints" / tag
-    if not path.is_dir():
-        raise DualsparseError(f"checkpoint {path} is missing; the run directory is damaged")
-    return path
+    return run_dir / "checkpoints" / tag
+
+
+def pointer_moved(run_dir: str | Path, which: str, path: Path) -> bool:
+    """Whether ``which`` names another checkpoint than ``path`` now: a reader that failed
+    on ``path`` raced the trainer's deletion of it and should read again."""
+    try:
+        return _pointed_checkpoint(Path(run_dir), which) != Path(path)
+    except DualsparseError:
+        return False
 
 
 def read_state(ckpt: Path) -> dict[str, Any]:
