@@ -212,15 +212,103 @@ def independence_table(all_cells: list[Cell]) -> list[list[str]]:
     return rows
 
 
+# what the report reads from each row of a `dualsparse bench --json` result
+BENCH_ROW_KEYS = (
+    "name",
+    "threads",
+    "runs",
+    "engine",
+    "input_table",
+    "ms_per_token_rnn_median",
+    "ms_per_token_full_median",
+    "macs_per_token_rnn",
+    "macs_per_token_full",
+)
+# a row's ``runs``: the model it runs, as engine.bench._dense_contenders names them
+AWD_LSTM_RUNS = "dense AWD-LSTM"  # the paper-size AWD-LSTM (emb 400, hidden 1150,1150,400)
+
+
+def same_size_runs(model: dict[str, Any]) -> str:
+    """``runs`` of the rows running the dense model of the benchmarked model's size and type."""
+    return f"dense {model['type'].upper()} (model size)"
+
+
 def bench_results(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """``DIR/bench/*.json`` files written by ``dualsparse bench EXPORT --json``."""
     folder = sweep_dir / "bench"
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         data = read_json(path, "write it with dualsparse bench --json")
-        if "rows" not in data or "model" not in data:
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if (
+            "model" not in data
+            or not isinstance(rows, list)
+            or not all(isinstance(row, dict) for row in rows)
+        ):
             raise DualsparseError(f"{path} is not a `dualsparse bench --json` result")
+        missing = sorted({k for row in rows for k in BENCH_ROW_KEYS if k not in row})
+        if missing:
+            raise DualsparseError(
+                f"{path}: its rows lack {', '.join(missing)} (an older `dualsparse bench` "
+                f"wrote it); write it again with `dualsparse bench EXPORT --json > {path}`"
+            )
         out.append((path.stem, data))
+    return out
+
+
+def fastest_running(
+    rows: list[dict[str, Any]], engine_row: dict[str, Any], runs: str, part: str
+) -> dict[str, Any] | None:
+    """The fastest row at ``engine_row``'s thread count that runs ``runs`` (any runtime),
+    for ``part`` ("rnn" or "full"); an engine row without the first-layer table meets only
+    rows without it, as in the bench's own speedups. None if the bench has no such row."""
+    rivals = [
+        r
+        for r in rows
+        if r["threads"] == engine_row["threads"]
+        and r["runs"] == runs
+        and not r["engine"]
+        and (engine_row["input_table"] or not r["input_table"])
+    ]
+    return min(rivals, key=lambda r: r[f"ms_per_token_{part}_median"]) if rivals else None
+
+
+def _against(
+    rows: list[dict[str, Any]], engine_row: dict[str, Any], runs: str, part: str, macs: bool
+) -> dict[str, Any] | None:
+    """The engine row against the fastest row running ``runs``: its name and ms per token,
+    the speedup, and (``macs``) the MAC ratio of the same two models, the fastest row's
+    dense MACs over the engine's event MACs."""
+    fastest = fastest_running(rows, engine_row, runs, part)
+    if fastest is None:
+        return None
+    ms, macs_key = f"ms_per_token_{part}_median", f"macs_per_token_{part}"
+    found = {
+        "fastest": fastest["name"],
+        "fastest_ms": fastest[ms],
+        "speedup": fastest[ms] / engine_row[ms],
+    }
+    if macs:
+        found["mac_ratio"] = fastest[macs_key] / max(engine_row[macs_key], 1)
+    return found
+
+
+def bench_comparisons(benches: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per bench and engine row on the benchmarked model, RNN only and end to end: against
+    the fastest row running the dense model of the same size and type (speedup and MAC
+    ratio), and against the fastest row running the paper-size AWD-LSTM (speedup only: a
+    MAC ratio between models of different sizes does not predict time, the smaller model's
+    weights stay in cache)."""
+    out = []
+    for name, data in benches:
+        rows, model = data["rows"], data["model"]
+        for row in (r for r in rows if r["engine"]):
+            entry: dict[str, Any] = {"bench": name, "model": model, "engine": row}
+            for part in ("rnn", "full"):
+                same = same_size_runs(model)
+                entry[f"same_size_{part}"] = _against(rows, row, same, part, macs=True)
+                entry[f"awd_lstm_{part}"] = _against(rows, row, AWD_LSTM_RUNS, part, macs=False)
+            out.append(entry)
     return out
 
 
@@ -230,46 +318,71 @@ BENCH_COLUMNS = [
     "activity",
     "threads",
     "engine RNN ms",
-    "RNN speedup real / theory",
+    "fastest dense same size, RNN",
+    "its RNN ms",
+    "RNN speedup",
+    "RNN MAC ratio",
     "engine e2e ms",
-    "e2e speedup real / theory",
-    "RNN speedup vs dense same size",
+    "fastest dense same size, e2e",
+    "its e2e ms",
+    "e2e speedup",
+    "e2e MAC ratio",
 ]
 
 
+def _versus(found: dict[str, Any] | None, mac_ratio: bool) -> list[str]:
+    if found is None:
+        return ["—"] * (4 if mac_ratio else 3)
+    cells = [found["fastest"], f"{found['fastest_ms']:.3f}", f"{found['speedup']:.1f}×"]
+    return cells + [f"{found['mac_ratio']:.1f}×"] if mac_ratio else cells
+
+
 def bench_table(benches: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
-    """The engine rows of each bench, speedups over the fastest dense AWD-LSTM of that run."""
+    """The engine rows of each bench against the fastest contender running the dense model
+    of the same size and type (``bench_comparisons``)."""
     rows = []
-    for name, data in benches:
-        m = data["model"]
-        for row in data["rows"]:
-            if not row["name"].startswith("engine") or "AWD" in row["name"]:
-                continue
-            same = next(
-                (
-                    r
-                    for r in data["rows"]
-                    if r["name"] == f"dense {m['type'].upper()} (model size)"
-                    and r["threads"] == row["threads"]
-                ),
-                None,
-            )
-            own = (
-                f"{same['ms_per_token_rnn_median'] / row['ms_per_token_rnn_median']:.1f}×"
-                if same
-                else "—"
-            )
-            rows.append(
-                [
-                    f"{name} ({row['name']})",
-                    f"{m['weight_sparsity']:.3f}",
-                    " / ".join(f"{a:.3f}" for a in m["layer_activity"]),
-                    str(row["threads"]),
-                    f"{row['ms_per_token_rnn_median']:.3f}",
-                    f"{row['speedup_rnn']:.1f}× / {row['speedup_rnn_theory']:.1f}×",
-                    f"{row['ms_per_token_full_median']:.3f}",
-                    f"{row['speedup_full']:.1f}× / {row['speedup_full_theory']:.1f}×",
-                    own,
-                ]
-            )
+    for c in bench_comparisons(benches):
+        m, row = c["model"], c["engine"]
+        rows.append(
+            [
+                f"{c['bench']} ({row['name']})",
+                f"{m['weight_sparsity']:.3f}",
+                " / ".join(f"{a:.3f}" for a in m["layer_activity"]),
+                str(row["threads"]),
+                f"{row['ms_per_token_rnn_median']:.3f}",
+                *_versus(c["same_size_rnn"], mac_ratio=True),
+                f"{row['ms_per_token_full_median']:.3f}",
+                *_versus(c["same_size_full"], mac_ratio=True),
+            ]
+        )
     return rows
+
+
+BENCH_AWD_LSTM_COLUMNS = [
+    "model",
+    "threads",
+    "engine RNN ms",
+    "fastest dense AWD-LSTM, RNN",
+    "its RNN ms",
+    "RNN speedup (measured only)",
+    "engine e2e ms",
+    "fastest dense AWD-LSTM, e2e",
+    "its e2e ms",
+    "e2e speedup (measured only)",
+]
+
+
+def bench_awd_lstm_table(benches: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
+    """The engine rows of each bench against the fastest contender running the paper-size
+    AWD-LSTM, without a MAC ratio (``bench_comparisons``)."""
+    return [
+        [
+            f"{c['bench']} ({c['engine']['name']})",
+            str(c["engine"]["threads"]),
+            f"{c['engine']['ms_per_token_rnn_median']:.3f}",
+            *_versus(c["awd_lstm_rnn"], mac_ratio=False),
+            f"{c['engine']['ms_per_token_full_median']:.3f}",
+            *_versus(c["awd_lstm_full"], mac_ratio=False),
+        ]
+        for c in bench_comparisons(benches)
+    ]
