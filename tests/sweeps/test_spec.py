@@ -49,8 +49,8 @@ def test_prune_sources_chained_or_from_the_dense_run(chain):
     if chain:  # train → 60% → 80% → 90%, whatever order the targets were given in
         expected = {f"{dense}-p60": dense, f"{dense}-p80": f"{dense}-p60"}
         expected[f"{dense}-p90"] = f"{dense}-p80"
-    else:
-        expected = {f"{dense}-p{p}": dense for p in (60, 80, 90)}
+    else:  # named -u: pruned from the dense run outside a chain
+        expected = {f"{dense}-p{p}-u": dense for p in (60, 80, 90)}
     assert sources == {dense: None, **expected}
 
 

@@ -6,7 +6,8 @@ in a subprocess of its own (``python -m dualsparse sweep-step STEP_JSON``).
 The file system is the truth: a job whose results file exists is finished and is
 skipped when the sweep starts again; an unfinished run is resumed from its last
 checkpoint (``train --resume``; ``prune`` reuses its finished steps). ``OUT/sweep.json``
-records each job's status, attempts, time and, for failures, the error and log; a
+records each job's status, attempts, time and, for failures, the error and log, beside
+the spec and the figures it asks the report for (``figures``, None: all it can); a
 failed job does not stop the sweep, only the jobs that build on it are skipped.
 
 How the jobs run (local subprocesses or Ray tasks) is ``executors.py``.
@@ -218,6 +219,7 @@ def _run_locked(spec, out, source, jobs, executor, address, progress) -> dict[st
 
     state = _load_state(out, spec)
     state.update(spec=spec.raw, data_args=data_arguments(source), executor=executor)
+    state["figures"] = list(spec.figures) if spec.figures is not None else None  # for the report
     ledger = Ledger(spec, out, state)
     ledger.save()
     runner = (

@@ -3,8 +3,9 @@
 A spec has a few top-level settings and a list of ``groups``; each group is a
 grid over seeds × weight decay × bias decay, trained from one preset (or config
 file) with ``--set`` overrides, and optionally pruned to a list of sparsity
-targets. Every grid point is one job with a deterministic name; jobs of
-different groups with the same name must be the same job (so a weight-decay
+targets, in a grid over the number of pruning steps × the fine-tuning learning
+rate, chained or not. Every grid point is one job with a deterministic name; jobs
+of different groups with the same name must be the same job (so a weight-decay
 group may share its default point with a pruning group).
 
     name: cpu-brown
@@ -12,6 +13,7 @@ group may share its default point with a pruning group).
     threads: 1                 # torch threads per run
     jobs: 2                    # runs at a time (local executor)
     measure: {test_batch_size: 1, macs_batch_size: 1, activity_batch_size: 10}
+    figures: [pruning-steps]   # optional: what the report should draw (FIGURES)
     groups:
       - name: egru
         preset: cpu-small-egru
@@ -20,11 +22,23 @@ group may share its default point with a pruning group).
         weight_decay: [0.01]
         bias_decay: [0.0]
         sparsity: [0.6, 0.8, 0.9]
-        prune: {steps: 1, finetune_epochs: 1, chain: true, lr: null}
+        prune:
+          steps: [1, 2]        # a number or a list: the grid (paper Fig. 3)
+          lr: [null, 0.0005]   # null: prune's default (0.1x the run's below 0.7, 1x above)
+          finetune_epochs: 1
+          chain: [true, false] # both series side by side
+          targets: {0.9: {steps: [1, 2, 4]}}   # per target: steps, lr, finetune_epochs
 
 With ``chain: true`` each target is pruned from the previous target's run (the
 paper's train → prune → fine-tune → prune … procedure, every level kept as a
-run); with ``chain: false`` each target is pruned from the dense run.
+run), one chain per (steps, lr) combination; with ``chain: false`` each target
+is pruned from the dense run. A chain needs every target to have the same
+(steps, lr) grid, or one combination per target; anything else is refused.
+
+A pruned run is named ``DENSE-pNN``, plus ``-kK`` for K steps other than 1,
+``-lrLR`` for a fine-tuning rate other than prune's default, and ``-u`` when it is
+pruned from the dense run outside a chain; the defaults add nothing, so a
+chained spec without grids names its runs as before.
 """
 
 from __future__ import annotations
@@ -40,7 +54,17 @@ import yaml
 from dualsparse.config import apply_overrides, resolve_config
 from dualsparse.errors import DualsparseError
 
-TOP_KEYS = {"name", "description", "dataset", "data", "threads", "jobs", "measure", "groups"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "dataset",
+    "data",
+    "threads",
+    "jobs",
+    "measure",
+    "figures",
+    "groups",
+}
 GROUP_KEYS = {
     "name",
     "preset",
@@ -52,7 +76,16 @@ GROUP_KEYS = {
     "sparsity",
     "prune",
 }
-PRUNE_KEYS = {"steps", "finetune_epochs", "chain", "lr"}
+PRUNE_KEYS = {"steps", "finetune_epochs", "chain", "lr", "targets"}
+TARGET_KEYS = {"steps", "finetune_epochs", "lr"}  # what prune.targets may set per target
+# What ``dualsparse report`` can draw; a spec's ``figures:`` names some of them.
+FIGURES = (
+    "activity-vs-sparsity",
+    "decay-distributions",
+    "pruning-steps",
+    "decay-tradeoff",
+    "learning-curves",
+)
 MEASURE_DEFAULTS = {"test_batch_size": 1, "macs_batch_size": 1, "activity_batch_size": 10}
 
 
@@ -72,7 +105,8 @@ class Job:
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
     source: str | None = None  # the job this one prunes
-    prune: dict[str, Any] = field(default_factory=dict)
+    prune: dict[str, Any] = field(default_factory=dict)  # steps, finetune_epochs, lr
+    chained: bool = False  # pruned from the previous target's run (not the dense run)
 
     def meta(self) -> dict[str, Any]:
         """What the report groups by."""
@@ -86,6 +120,9 @@ class Job:
             "bias_decay": self.bias_decay,
             "target_sparsity": self.sparsity,
             "source": self.source,
+            "prune_steps": self.prune.get("steps", 0),
+            "finetune_lr": self.prune.get("lr"),  # None: prune's default for the target
+            "chained": self.chained,
         }
 
     def definition(self) -> tuple:
@@ -110,6 +147,7 @@ class SweepSpec:
     measure: dict[str, int]
     job_list: list[Job]
     raw: dict[str, Any]
+    figures: tuple[str, ...] | None = None  # what the report should draw; None: what it can
 
     def job(self, name: str) -> Job:
         return next(j for j in self.job_list if j.name == name)
@@ -233,27 +271,135 @@ def parse_spec(data: Any, source: str, base: Path | None) -> SweepSpec:
         measure=measure,
         job_list=list(jobs_by_name.values()),
         raw=data,
+        figures=_figures(data.get("figures"), source),
     )
 
 
-def _prune_settings(group: dict, where: str) -> tuple[dict[str, Any], bool]:
-    """A group's ``prune:`` section: the options every prune job gets, and whether the
-    targets chain (each pruned from the previous target's run) or start from the dense run."""
+def _figures(value: Any, source: str) -> tuple[str, ...] | None:
+    """The spec's ``figures:``: names from FIGURES, or None when it names none."""
+    if value is None:
+        return None
+    names = value if isinstance(value, list) else [value]
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown or not names or len(set(names)) != len(names):
+        problem = f"unknown figure(s) {unknown}" if unknown else "give each figure once"
+        raise DualsparseError(
+            f"{source}: figures: {problem}; valid: {', '.join(FIGURES)} "
+            "(or leave figures: out to draw what the runs allow)"
+        )
+    return tuple(names)
+
+
+def _steps_grid(value: Any, where: str) -> list[int]:
+    steps = _numbers(value, where, int, [1])
+    if min(steps) < 1:
+        raise DualsparseError(f"{where}: pruning steps must be >= 1 (1 = one-shot), got {steps}")
+    return steps
+
+
+def _lr_grid(value: Any, where: str) -> list[float | None]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise DualsparseError(f"{where} is empty; give null (prune's default) or a rate")
+    rates = [None if v is None else _number(v, f"{where}[{i}]") for i, v in enumerate(values)]
+    if any(r is not None and r <= 0 for r in rates):
+        raise DualsparseError(
+            f"{where}: fine-tuning rates must be > 0 (or null for prune's default), got {values}"
+        )
+    if len(set(rates)) != len(rates):
+        raise DualsparseError(f"{where} repeats a value: {values}")
+    return rates
+
+
+def _grid(settings: dict, inherited: dict, where: str) -> list[dict[str, Any]]:
+    """The (steps × lr) combinations of one target, each a PruneStep's options."""
+    settings = {**inherited, **settings}
+    epochs = _number(settings.get("finetune_epochs", 1), f"{where}.finetune_epochs", int)
+    if epochs < 0:
+        raise DualsparseError(f"{where}.finetune_epochs must be >= 0")
+    return [
+        {"steps": steps, "finetune_epochs": epochs, "lr": lr}
+        for steps in _steps_grid(settings.get("steps"), f"{where}.steps")
+        for lr in _lr_grid(settings.get("lr"), f"{where}.lr")
+    ]
+
+
+def _prune_settings(
+    group: dict, targets: list[float], where: str
+) -> tuple[dict[float, list[dict[str, Any]]], list[bool]]:
+    """A group's ``prune:`` section: per target, the (steps × lr) grid of prune options,
+    and the series to build: chained (each target pruned from the previous target's run
+    of the same combination) and/or unchained (each from the dense run)."""
     prune = dict(group.get("prune") or {})
     _unknown(prune, PRUNE_KEYS, f"{where}: prune")
-    prune_opts = {
-        "steps": _number(prune.get("steps", 1), f"{where}: prune.steps", int),
-        "finetune_epochs": _number(
-            prune.get("finetune_epochs", 1), f"{where}: prune.finetune_epochs", int
-        ),
-        "lr": None if prune.get("lr") is None else _number(prune["lr"], f"{where}: prune.lr"),
-    }
-    chain = prune.get("chain", True)
-    if not isinstance(chain, bool):
-        raise DualsparseError(f"{where}: prune.chain must be true or false")
-    if prune_opts["steps"] < 1 or prune_opts["finetune_epochs"] < 0:
-        raise DualsparseError(f"{where}: prune.steps must be >= 1 and finetune_epochs >= 0")
-    return prune_opts, chain
+    chains = prune.get("chain", True)
+    chains = chains if isinstance(chains, list) else [chains]
+    if chains not in ([True], [False], [True, False], [False, True]):
+        raise DualsparseError(f"{where}: prune.chain must be true, false or [true, false]")
+    per_target = prune.pop("targets", None) or {}
+    if not isinstance(per_target, dict):
+        raise DualsparseError(f"{where}: prune.targets must map a target to its settings")
+    plans = {}
+    for target in targets:
+        given = per_target.get(target) or {}
+        if not isinstance(given, dict):
+            raise DualsparseError(f"{where}: prune.targets.{target} must be a mapping")
+        _unknown(given, TARGET_KEYS, f"{where}: prune.targets.{target}")
+        label = f"{where}: prune.targets.{fmt(target)}" if given else f"{where}: prune"
+        plans[target] = _grid(given, prune, label)
+    stray = [t for t in per_target if t not in plans]
+    if stray:
+        raise DualsparseError(
+            f"{where}: prune.targets names {stray}, which are not among sparsity: {targets}; "
+            "add them there"
+        )
+    if True in chains and targets:
+        first = [(o["steps"], o["lr"]) for o in plans[targets[0]]]
+        grids = [[(o["steps"], o["lr"]) for o in plans[t]] for t in targets]
+        if not all(g == first for g in grids) and {len(g) for g in grids} != {1}:
+            raise DualsparseError(
+                f"{where}: a chain runs one (steps, lr) combination through every target, "
+                "but prune.targets gives the targets different grids; give every target the "
+                "same grid, or one combination each, or use chain: false"
+            )
+    return plans, chains
+
+
+def _prune_jobs(
+    dense: Job, targets: list[float], plans: dict, chains: list[bool], threads: int
+) -> list[Job]:
+    """The pruned runs of one dense run: per chain flag, one chain per combination
+    (chained) or every (target, combination) from the dense run (unchained)."""
+    jobs = []
+    for chained in chains:
+        if chained:
+            width = len(plans[targets[0]]) if targets else 0
+            series = [[(t, plans[t][i]) for t in targets] for i in range(width)]
+        else:
+            series = [[(t, opts)] for t in targets for opts in plans[t]]
+        for line in series:
+            previous = dense
+            for target, opts in line:
+                name = f"{dense.name}-p{fmt(100 * target)}"
+                name += f"-k{opts['steps']}" if opts["steps"] != 1 else ""
+                name += f"-lr{fmt(opts['lr'])}" if opts["lr"] is not None else ""
+                job = Job(
+                    name=name + ("" if chained else "-u"),
+                    kind="prune",
+                    group=dense.group,
+                    model=dense.model,
+                    seed=dense.seed,
+                    weight_decay=dense.weight_decay,
+                    bias_decay=dense.bias_decay,
+                    sparsity=target,
+                    source=previous.name,
+                    prune=dict(opts),
+                    overrides=[f"train.threads={threads}"],
+                    chained=chained,
+                )
+                jobs.append(job)
+                previous = job
+    return jobs
 
 
 def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> list[Job]:
@@ -284,7 +430,7 @@ def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> li
     if any(not 0.0 <= t < 1.0 for t in targets):
         raise DualsparseError(f"{where}: sparsity targets must be in [0, 1), e.g. [0.6, 0.8, 0.9]")
     targets = sorted(t for t in targets if t > 0)
-    prune_opts, chain = _prune_settings(group, where)
+    plans, chains = _prune_settings(group, targets, where)
     jobs = []
     for wd in wds:
         for bd in bds:
@@ -314,22 +460,5 @@ def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> li
                     overrides=full,
                 )
                 jobs.append(dense)
-                previous = dense
-                for target in targets:
-                    job = Job(
-                        name=f"{dense.name}-p{fmt(100 * target)}",
-                        kind="prune",
-                        group=gname,
-                        model=cfg.model.type,
-                        seed=seed,
-                        weight_decay=wd,
-                        bias_decay=bd,
-                        sparsity=target,
-                        source=previous.name,
-                        prune=dict(prune_opts),
-                        overrides=[f"train.threads={threads}"],
-                    )
-                    jobs.append(job)
-                    if chain:
-                        previous = job
+                jobs.extend(_prune_jobs(dense, targets, plans, chains, threads))
     return jobs
