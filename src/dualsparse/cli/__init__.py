@@ -9,7 +9,23 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+
+# pip's `dualsparse` script runs a line of its own between importing this module and
+# calling main (outside any guard of ours): started so, a Ctrl-C is held until main runs.
+_HELD_INTERRUPTS: list[int] = []
+
+
+def _hold_interrupt(signum, _frame) -> None:
+    _HELD_INTERRUPTS.append(signum)
+
+
+if (
+    os.path.basename(getattr(sys.modules.get("__main__"), "__file__", None) or "") == "dualsparse"
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    signal.signal(signal.SIGINT, _hold_interrupt)
 
 
 def _modules():
@@ -54,30 +70,50 @@ def check_budget_args(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A Ctrl-C at any moment of it, the imports included, ends it with
+    one line and exit 130. ``argv`` None means the program itself (``dualsparse``,
+    ``python -m dualsparse``), which ignores Ctrl-C once the command is over: what is left
+    is Python's exit, where an interrupt would print a traceback."""
     try:
-        from dualsparse.errors import DualsparseError
-
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not args.command:
-            parser.print_help()
-            return 2
-        try:
-            check_budget_args(args)
-            code = commands()[args.command](args)
-            sys.stdout.flush()  # a closed pipe shows here, inside the guard, not at exit
-            return code
-        except DualsparseError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        if signal.getsignal(signal.SIGINT) is _hold_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if _HELD_INTERRUPTS:
+            raise KeyboardInterrupt
+        code = _command(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except BrokenPipeError:
         # the reader went away (`dualsparse presets | head`): stop quietly, as cat does;
         # stdout goes to devnull so that the interpreter's last flush cannot fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        code = 141
+    finally:
+        if argv is None:
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            except KeyboardInterrupt:  # it came just before: the command is over all the same
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
+    """Parse and run; a DualsparseError is the one ``error:`` line and exit 2."""
+    from dualsparse.errors import DualsparseError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        check_budget_args(args)
+        code = commands()[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the guard, not at exit
+        return code
+    except DualsparseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def __getattr__(name: str):
