@@ -13,8 +13,10 @@ from typing import Any
 
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import atomic_write_text, read_json
-from dualsparse.reports import figures, tables
+from dualsparse.reports import figures, study, tables
+from dualsparse.reports.curves import curves as run_curves
 from dualsparse.reports.paper import DATASETS, NAMES, TABLE_NUMBER, PaperRow, paper_rows
+from dualsparse.reports.records import requested_figures
 from dualsparse.sweeps.runner import status_counts
 
 
@@ -139,9 +141,14 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, paper: str | None
     if published:
         _published_table(doc, dataset, published)
     paths.update(_figures(doc, out, cells, published))
+    curves = run_curves(records, sweep_dir)
+    requested = requested_figures(state)
+    parts = study.figure_parts(records, sweep_dir, out, requested, curves)
+    paths.update(_parts(doc, out, parts))
     paths.update(_independence_check(doc, out, cells))
     paths.update(_bench(doc, out, sweep_dir))
     _unfinished_runs(doc, state.get("jobs", {}))
+    paths.update(_parts(doc, out, study.findings_parts(records, curves)))
     paths["markdown"] = out / "report.md"
     atomic_write_text(paths["markdown"], doc.markdown())
     paths["html"] = out / "report.html"
@@ -157,6 +164,26 @@ def _table_with_csv(
     path = out / f"{name}.csv"
     atomic_write_text(path, _csv_text(columns, rows))
     return {f"{name}_csv": path}
+
+
+def _parts(doc: _Document, out: Path, parts: list[study.Part]) -> dict[str, Path]:
+    """The study sections (``study.py``) in the document; tables also as OUT/NAME.csv."""
+    paths: dict[str, Path] = {}
+    for kind, *args in parts:
+        if kind == "heading":
+            doc.heading(args[0])
+        elif kind == "text":
+            doc.text(args[0])
+        elif kind == "figure":
+            doc.figure(*args)
+            paths.update(args[0])
+        elif kind == "table":
+            paths.update(_table_with_csv(doc, out, *args))
+        else:  # "csv": the plotted values, beside the figure only
+            name, columns, rows = args
+            paths[f"{name}_csv"] = out / f"{name}.csv"
+            atomic_write_text(paths[f"{name}_csv"], _csv_text(columns, rows))
+    return paths
 
 
 def _introduction(
