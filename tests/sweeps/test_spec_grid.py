@@ -112,6 +112,7 @@ BAD_GRIDS = [
     ({"lr": 0}, "fine-tuning rates must be > 0"),
     ({"lr": [0.001, 0.001]}, "prune.lr repeats a value"),
     ({"chain": "yes"}, "prune.chain must be true, false or [true, false]"),
+    ({"chain": [1]}, "prune.chain must be true, false or [true, false]"),
     ({"targets": {0.7: {"steps": 2}}}, "prune.targets names [0.7], which are not among"),
     ({"targets": {0.9: {"chain": False}}}, "prune.targets.0.9: unknown key(s) ['chain']"),
     ({"targets": {0.9: {"steps": [1, 2]}}}, "a chain runs one (steps, lr) combination"),

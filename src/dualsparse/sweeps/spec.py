@@ -334,7 +334,8 @@ def _prune_settings(
     _unknown(prune, PRUNE_KEYS, f"{where}: prune")
     chains = prune.get("chain", True)
     chains = chains if isinstance(chains, list) else [chains]
-    if chains not in ([True], [False], [True, False], [False, True]):
+    flags = bool(chains) and all(isinstance(c, bool) for c in chains)
+    if not flags or len(set(chains)) != len(chains):
         raise DualsparseError(f"{where}: prune.chain must be true, false or [true, false]")
     per_target = prune.pop("targets", None) or {}
     if not isinstance(per_target, dict):
@@ -343,9 +344,9 @@ def _prune_settings(
     for target in targets:
         given = per_target.get(target) or {}
         if not isinstance(given, dict):
-            raise DualsparseError(f"{where}: prune.targets.{target} must be a mapping")
-        _unknown(given, TARGET_KEYS, f"{where}: prune.targets.{target}")
+            raise DualsparseError(f"{where}: prune.targets.{fmt(target)} must be a mapping")
         label = f"{where}: prune.targets.{fmt(target)}" if given else f"{where}: prune"
+        _unknown(given, TARGET_KEYS, label)
         plans[target] = _grid(given, prune, label)
     stray = [t for t in per_target if t not in plans]
     if stray:
