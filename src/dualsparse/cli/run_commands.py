@@ -26,9 +26,11 @@ def register(sub) -> None:
         "--max-minutes",
         type=float,
         metavar="M",
-        help="stop (with a checkpoint) so that training and its closing validation end "
-        "within M minutes (start-up and data loading not counted; the first epoch's "
-        "validation has not been timed yet and can overrun by one validation)",
+        help="stop between two windows, with a checkpoint, so that training and its closing "
+        "validation end within M minutes; the validation's time is the last validation's, or "
+        "before the first one a few validation windows timed at the start and scaled to the "
+        "split (an estimate: a machine that slows down can overrun by the difference). Not "
+        "counted: start-up, data loading and the final checkpoint's write",
     )
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--device", help="cpu or cuda (override train.device)")

@@ -108,7 +108,9 @@ class Trainer:
         }
         self.epoch_rng_state: torch.Tensor | None = None
         self.hidden = None
-        self._valid_seconds = 0.0  # how long the last validation took (the budget keeps it)
+        # what the time budget keeps for the closing validation: the last validation's
+        # duration, or before the first one an estimate (estimate_validation_seconds)
+        self._valid_seconds = 0.0
 
     # ---------------------------------------------------------------- persistence
     def save(self, pointers=("latest",)) -> None:
@@ -229,6 +231,8 @@ class Trainer:
         lock = run_lock(self.run_dir) if self.is_main else nullcontext()
         self.net = distributed.wrap(self.model, self.device)
         with lock, stop_on_signals(flag):
+            if deadline is not None and not self._valid_seconds:
+                self._valid_seconds = self.estimate_validation_seconds()
             while self.state["epoch"] < t.epochs and not self.state["finished"]:
                 outcome = self._train_epoch(flag, deadline)
                 valid_started = time.monotonic()
@@ -282,6 +286,18 @@ class Trainer:
             last_valid,
             self.state["elapsed_seconds"],
         )
+
+    def estimate_validation_seconds(self, windows: int = 2) -> float:
+        """How long validating the whole split will take: the first ``windows`` eval
+        windows of it timed, scaled by its length. A time budget keeps this much for the
+        closing validation until a real validation has been timed; it costs about
+        ``windows`` windows of validation once. The model's training mode and the random
+        streams are left as they were (evaluation draws no random numbers)."""
+        t, valid = self.cfg.train, self.corpus.valid
+        probe = min(len(valid), windows * t.bptt * t.eval_batch_size + 1)
+        started = time.monotonic()
+        evaluate(self.model, valid[:probe], t.eval_batch_size, t.bptt, split="valid")
+        return (time.monotonic() - started) * len(valid) / max(probe, 1)
 
     def _diverged(self, what: str) -> None:
         """Stop a run whose numbers left the finite range; nothing of it is saved."""

@@ -1,0 +1,87 @@
+"""--max-minutes keeps room for the closing validation from the start (issue 15): before
+the first validation has been timed, a few validation windows are timed and scaled to the
+split; the first epoch's validation used to be reserved as 0 seconds and overran."""
+
+import time
+from pathlib import Path
+
+import torch
+
+from conftest import TINY_TEST, TINY_TRAIN, TINY_VALID, ptb_format, tiny_run_config
+from dualsparse.data.corpus import read_corpus
+from dualsparse.evaluation import evaluate
+from dualsparse.training import checkpoint as ckpt
+from dualsparse.training import loop
+from dualsparse.training.loop import Trainer, train
+
+
+def corpus_of(directory: Path, train_copies: int, valid_copies: int):
+    """The tiny corpus with its train and valid texts repeated (33 valid tokens a copy)."""
+    directory.mkdir()
+    texts = {"train": TINY_TRAIN * train_copies, "valid": TINY_VALID * valid_copies}
+    for split, text in {**texts, "test": TINY_TEST}.items():
+        (directory / f"{split}.txt").write_text(ptb_format(text), encoding="utf-8")
+    return read_corpus(directory)
+
+
+def test_the_reserve_is_measured_and_scales_with_the_validation_split(tmp_path):
+    small = Trainer(tiny_run_config(), corpus_of(tmp_path / "s", 1, 20), tmp_path / "a")
+    large = Trainer(tiny_run_config(), corpus_of(tmp_path / "l", 1, 320), tmp_path / "b")
+    assert len(large.corpus.valid) == 16 * len(small.corpus.valid)
+    rng, training = torch.get_rng_state(), large.model.training
+    # the least of three, as timings on a busy machine only ever come out longer
+    small_s = min(small.estimate_validation_seconds() for _ in range(3))
+    large_s = min(large.estimate_validation_seconds() for _ in range(3))
+    assert torch.equal(torch.get_rng_state(), rng) and large.model.training == training
+    assert small_s > 0
+    # the same two windows timed in both, scaled by the split's length (16x): a factor 4
+    # either way is left for the noise of the timings
+    assert 4 < large_s / small_s < 64
+
+
+def test_a_budget_stops_training_early_by_the_estimate_before_the_first_validation(
+    tmp_path, monkeypatch
+):
+    """One epoch would far outlast the budget, and validating takes about half of it.
+    Training must stop by the estimate before the deadline, with a checkpoint; it stopped
+    at the deadline itself, the first validation coming on top. Timed through the real
+    functions (wrapped, not replaced): the estimate's value, the closing validation's start."""
+    corpus, cfg = corpus_of(tmp_path / "c", 300, 60), tiny_run_config()
+    model = Trainer(cfg, corpus, tmp_path / "timing").model  # the run's initial weights
+    budget_s = 2 * min(time_of(lambda: evaluate(model, corpus.valid, 2, 8)) for _ in range(2))
+    estimates, validations_started = [], []
+    estimate, validate = Trainer.estimate_validation_seconds, loop.evaluate
+
+    def estimate_and_note(trainer, *args):
+        estimates.append(estimate(trainer, *args))
+        return estimates[-1]
+
+    def note_and_validate(*args, **kwargs):
+        validations_started.append(time.monotonic())
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "estimate_validation_seconds", estimate_and_note)
+    monkeypatch.setattr(loop, "evaluate", note_and_validate)
+    started = time.monotonic()
+    summary = train(cfg, corpus, tmp_path / "run", progress=False, max_minutes=budget_s / 60)
+    assert (summary.stopped, summary.epochs_done) == ("time-budget", 0)
+    state = ckpt.read_state(ckpt.checkpoint_dir(tmp_path / "run", "latest"))
+    assert state["window"] > 0 and state["elapsed_seconds"] == summary.elapsed_seconds
+    (reserve_s,) = estimates
+    assert reserve_s > 0
+    # it stops at the first window that ends within reserve_s of the deadline; the rest
+    # (the run's set-up, a window's time, the estimate's noise) has half the reserve
+    stopped_after = validations_started[-1] - started
+    assert budget_s - reserve_s < stopped_after < budget_s - reserve_s / 2, (
+        budget_s,
+        reserve_s,
+        stopped_after,
+    )
+    # training and the closing validation: the budget, up to the error of the estimate
+    assert summary.elapsed_seconds < budget_s + reserve_s
+
+
+def time_of(call) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
