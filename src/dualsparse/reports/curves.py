@@ -126,6 +126,16 @@ def settled_rows(all_curves: list[Curve]) -> list[list[str]]:
     return rows
 
 
+def plain_numbers(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (152, 0.3), not 1.52×10²; minor ticks
+    are labelled as matplotlib's default does (all within a decade, none over several),
+    since a perplexity range is often less than a decade."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
 def figure(all_curves: list[Curve], stem: Path) -> dict[str, Path]:
     """Validation perplexity (log) and activity per epoch: dense runs above, the pruned
     runs' fine-tuning below (the steps one after another)."""
@@ -144,6 +154,7 @@ def figure(all_curves: list[Curve], stem: Path) -> dict[str, Path]:
             row[1].plot(c.epochs, c.activity, **style)
         what = "pruned runs: fine-tuning epochs" if pruned else "trained runs: epochs"
         row[0].set_yscale("log")
+        plain_numbers(row[0].yaxis)
         row[0].set_ylabel("validation perplexity (log)")
         row[1].set_ylabel("activity (validation, all layers)")
         for ax in row:

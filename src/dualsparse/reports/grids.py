@@ -15,6 +15,7 @@ from typing import Any
 
 from dualsparse.fileio import read_json
 from dualsparse.reports import records as rec
+from dualsparse.reports.curves import plain_numbers
 from dualsparse.sparsity.plots import Run, figure4, figure5, new_figure, save_figure
 
 Drawn = tuple[dict[str, Path], list[list[str]]]
@@ -218,8 +219,11 @@ def decay_tradeoff(records: list[rec.Record], stem: Path) -> Drawn:
         _decay_axis(ax, decays)
         ax.set_ylabel(title)
         ax.legend(fontsize=7)
-    axes[2].set_xscale("log")
-    axes[2].set_xlabel("RNN event MACs/token (M, log)")
+    all_macs = [float(row[-1]) for row in rows]
+    if max(all_macs) > 10 * min(all_macs) > 0:  # models far apart (an LSTM beside an EGRU)
+        axes[2].set_xscale("log")
+        plain_numbers(axes[2].xaxis)
+    axes[2].set_xlabel("RNN event MACs/token (M)")
     axes[2].set_ylabel("test perplexity (labels: weight decay)")
     return save_figure(fig, stem), rows
 

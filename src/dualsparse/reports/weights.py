@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dualsparse.reports import records as rec
+from dualsparse.reports.curves import plain_numbers
 from dualsparse.sparsity.plots import new_figure, save_figure
 
 DISTRIBUTION_COLUMNS = [
@@ -100,6 +101,7 @@ def figure(
     bd = chosen[0][0]["bias_decay"]
     for ax, what in zip(axes, ("weights", "biases"), strict=True):
         ax.set_yscale("log")
+        plain_numbers(ax.yaxis)
         ax.set_xlabel(f"value of the RNN layers' {what}")
         ax.set_ylabel("density (log)")
         ax.legend(fontsize=7, title="dashed: mean", title_fontsize=7)
