@@ -228,8 +228,8 @@ def test_a_spec_asking_for_a_figure_without_its_runs_says_what_is_missing(sweep,
     lines = [line for line in md.splitlines() if "pruning-steps" in line]
     assert lines == [
         "The spec asks for `pruning-steps`, but the sweep lacks its runs: pruned runs of one "
-        "target in two or more numbers of pruning steps or fine-tuning rates (a prune: steps: "
-        "or lr: list in the spec)."
+        "target in two or more settings of pruning steps, fine-tuning rate or chaining (a "
+        "prune: steps:, lr: or chain: list in the spec)."
     ]
     assert "## Figure 2C/D" in md and "## Figure 1C/D" not in md
     assert (

@@ -96,23 +96,34 @@ STEPS_COLUMNS = [
 ]
 
 
+def _line(record: rec.Record) -> tuple[float, float, bool, int]:
+    """One line of Fig. 3: decays, not chained (dashed), number of steps."""
+    return (
+        record["weight_decay"],
+        record["bias_decay"],
+        not rec.chained(record),
+        rec.prune_steps(record),
+    )
+
+
 def pruning_steps(records: list[rec.Record], stem: Path) -> Drawn:
     """Fig. 3: mean test perplexity (± sample std over seeds) over the pruning target,
+    where one target was pruned in several ways (steps, fine-tuning rate, chaining),
     one line per number of steps (dashed: pruned from the dense run, not chained), one
     panel per model and fine-tuning rate; the dense runs' level dotted."""
     pruned = [r for r in records if rec.target(r) > 0]
     settings = rec.group_by(pruned, lambda r: (r["model"], rec.target(r)))
-    if not any(len({rec.pruning(r)[1:3] for r in v}) > 1 for v in settings.values()):
+    if not any(len({rec.pruning(r)[1:] for r in v}) > 1 for v in settings.values()):
         raise rec.MissingRuns(
-            "pruned runs of one target in two or more numbers of pruning steps or "
-            "fine-tuning rates (a prune: steps: or lr: list in the spec)"
+            "pruned runs of one target in two or more settings of pruning steps, "
+            "fine-tuning rate or chaining (a prune: steps:, lr: or chain: list in the spec)"
         )
     panels = rec.group_by(pruned, lambda r: (r["model"], rec.finetune_lr(r)))
     fig, axes = new_figure(len(panels))
     rows = []
     for ax, ((model, lr), runs) in zip(axes, panels.items(), strict=True):
-        key = lambda r: (r["weight_decay"], r["bias_decay"], not rec.chained(r), rec.prune_steps(r))  # noqa: E731
-        for i, ((wd, bd, unchained, steps), line) in enumerate(rec.group_by(runs, key).items()):
+        lines = rec.group_by(runs, _line)
+        for i, ((wd, bd, unchained, steps), line) in enumerate(lines.items()):
             cells = rec.group_by(line, rec.target)
             stats = [rec.mean_std([rec.test_ppl(r) for r in c]) for c in cells.values()]
             ax.errorbar(
