@@ -116,9 +116,10 @@ def _member_order(item: Any) -> tuple:
 
 
 def _sortable(key: Any) -> Any:
+    """A group key that sorts with None (a default, e.g. prune's fine-tuning rate) first."""
     if isinstance(key, tuple):
         return tuple(_sortable(k) for k in key)
-    return (key is None, key if key is not None else 0)
+    return (key is not None, key if key is not None else 0)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
