@@ -68,22 +68,33 @@ def score_text(
     ids, unknown = engine.encode(words)
     log_probs = engine.score(ids)
     loss = -float(log_probs.mean())
+    summary = _summary(engine, model, file, len(log_probs), unknown, loss)
+    if compare_with is not None:
+        _add_comparison(summary, log_probs, compare_with, ids)
+    return TextScore(summary, words, log_probs)
+
+
+def _summary(
+    engine: Engine, model: str, file: str, scored: int, unknown: int, loss: float
+) -> dict[str, Any]:
+    """What ``score --json`` prints before ``log_probs``: the counts of the tokens fed."""
     counts = engine.counts()
-    summary: dict[str, Any] = {
+    return {
         "model": model,
         "file": file,
-        "tokens_scored": len(log_probs),
+        "tokens_scored": scored,
         "unknown_words": unknown,
         "loss": loss,
         "perplexity": math.exp(loss),
         "layer_activity": counts["layer_activity"],
         "event_macs_per_token": counts["event_macs_per_token"],
     }
-    if compare_with is not None:
-        from dualsparse.engine.compare import compare
 
-        summary["comparison"] = compare(log_probs, counts["layer_activity"], compare_with, ids)
-    return TextScore(summary, words, log_probs)
+
+def _add_comparison(summary: dict, log_probs: np.ndarray, run_dir: str | Path, ids) -> None:
+    from dualsparse.engine.compare import compare
+
+    summary["comparison"] = compare(log_probs, summary["layer_activity"], run_dir, ids)
 
 
 def score_file(
@@ -234,24 +245,10 @@ def write_score(
         if tokens < 2:
             raise DualsparseError(f"{file} has fewer than two tokens; nothing to score")
         loss = -(pairwise_sum(spool.reader(), spool.count) / spool.count)
-        counts = engine.counts()
-        summary: dict[str, Any] = {
-            "model": model,
-            "file": file,
-            "tokens_scored": spool.count,
-            "unknown_words": unknown,
-            "loss": loss,
-            "perplexity": math.exp(loss),
-            "layer_activity": counts["layer_activity"],
-            "event_macs_per_token": counts["event_macs_per_token"],
-        }
+        summary = _summary(engine, model, file, spool.count, unknown, loss)
         if compare_with is not None:
-            from dualsparse.engine.compare import compare
-
             log_probs = np.concatenate(list(spool.blocks()))
-            summary["comparison"] = compare(
-                log_probs, counts["layer_activity"], compare_with, ids_seen
-            )
+            _add_comparison(summary, log_probs, compare_with, ids_seen)
         if not as_json:
             out.write("\n".join(_summary_lines(summary)) + "\n")
         else:  # the summary, then the list, as json.dumps(..., indent=1) lays them out
