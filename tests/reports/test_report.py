@@ -123,7 +123,9 @@ def test_report_files_and_html_is_self_contained(study, tmp_path):
         assert (tmp_path / "r" / f"{stem}.png").stat().st_size > 1000
         assert (tmp_path / "r" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
     page = paths["html"].read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 4  # figures 1, 2, 4, 5 inlined
+    # figures 1, 2, 4, 5, and the study figures this sweep has runs for: Fig. 1C/D, 2C/D,
+    # the weight-decay trade-off, Fig. 4 and 5 per weight decay, the learning curves
+    assert page.count("data:image/png;base64,") == 10
     assert not re.search(r'src="(?!data:)', page)  # nothing fetched from elsewhere
     md = paths["markdown"].read_text(encoding="utf-8")
     assert "Published: Table 2 (Penn Treebank)" in md
@@ -179,7 +181,8 @@ def test_report_lists_runs_that_did_not_finish_and_can_leave_out_the_paper(study
     state["jobs"]["egru-wd0-bd0-s2"].update(status="skipped", error=None)
     (sweep_copy / "sweep.json").write_text(json.dumps(state))
     md = write_report(sweep_copy, tmp_path / "r", paper="none")["markdown"].read_text()
-    unfinished = md.split("## Runs that did not finish\n\n", 1)[1].splitlines()
+    section = md.split("## Runs that did not finish\n\n", 1)[1]
+    unfinished = section.split("\n\n", 1)[0].splitlines()
     assert sorted(unfinished[2:]) == [
         "| egru-wd0-bd0-s2 | skipped |  |",
         "| lstm-wd0.1-bd0-s1-p50 | failed | ValueError: x |",  # the error's last line
