@@ -55,7 +55,10 @@ def interrupted_after_dualsparse_loads(command: list[str], delay: float) -> tupl
     return proc.returncode, "".join(lines)
 
 
-@pytest.mark.parametrize("command, delay", CASES, ids=[f"{c[3]}-{d}" for c, d in CASES])
+IDS = [f"{'python-m-evaluate' if c[3] == '-m' else 'script-presets'}-{d}" for c, d in CASES]
+
+
+@pytest.mark.parametrize("command, delay", CASES, ids=IDS)
 def test_ctrl_c_at_start_up_is_one_line_and_exit_130(command, delay):
     if not Path(command[3]).exists() and command[3] != "-m":
         pytest.skip(f"no {command[3]}: the package is not installed with its entry point")
