@@ -101,3 +101,7 @@ def test_sparse_csr_computes_the_pruned_models_log_probs(tmp_path, model_type, t
         got = np.stack([stepper.log_probs(t) for t in TOKENS])
     np.testing.assert_allclose(got, expected, atol=peers.PEER_TOLERANCE, rtol=0)
     assert stepper.layers[0][0].layout == torch.sparse_csr
+    # int32 indices, as MKL's routines take them (with int64 each product copies them)
+    matrices = [m for w_ih, _, parts, _ in stepper.layers for m in (w_ih, *parts.values())]
+    for m in matrices + ([stepper.projection] if stepper.projection is not None else []):
+        assert m.crow_indices().dtype == m.col_indices().dtype == torch.int32
