@@ -2,6 +2,8 @@
 and OpenVINO on the exported step of a dense model, torch sparse CSR on a pruned one.
 Each skips with a reason when its runtime is not installed (pip install 'dualsparse[peers]')."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +31,8 @@ def _reference(stepper: DenseStepper) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=["lstm", "gru", "egru"])
 def exported(request, tmp_path_factory):
-    """(stepper, reference log-probs, graphs, state shapes) per table choice."""
+    """(stepper, reference log-probs, graphs, state shapes) per table choice; under
+    ("fused", table) the graphs with ONNX's LSTM / GRU operator (not for an EGRU)."""
     _needs("onnx")
     out = {}
     for table in (False, True):
@@ -44,6 +47,13 @@ def exported(request, tmp_path_factory):
         }
         shapes = peers.state_shapes(request.param, HIDDEN)
         out[table] = (stepper, _reference(stepper), graphs, shapes)
+        if request.param in peers.FUSED_OPS:
+            out["fused", table] = {
+                part: peers.export_onnx(
+                    stepper, folder / f"fused-{part}.onnx", part == "full", True
+                )
+                for part in ("rnn", "full")
+            }
     return out
 
 
@@ -61,6 +71,30 @@ def _check(peer, reference: np.ndarray) -> None:
 def test_onnx_runtime_computes_the_dense_models_log_probs(exported, table, io_binding):
     _needs("onnxruntime")
     _, reference, graphs, shapes = exported[table]
+    _check(peers.OrtStepper(graphs, shapes, 1, io_binding), reference)
+
+
+@pytest.mark.parametrize("table", [False, True])
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_onnx_runtime_fused_operator_computes_the_dense_models_log_probs(
+    exported, table, io_binding
+):
+    """ONNX's LSTM / GRU operator (its gate order and bias layout differ from PyTorch's)
+    against the addmv stepper; every layer is one such node, but a first layer fed by the
+    table, which keeps the plain form."""
+    _needs("onnxruntime")
+    stepper, reference, _, shapes = exported[table]
+    if stepper.model_type not in peers.FUSED_OPS:
+        with pytest.raises(ValueError, match="no operator"):
+            peers.export_onnx(stepper, Path("unused.onnx"), False, fused=True)
+        return
+    onnx = pytest.importorskip("onnx")
+    graphs = exported["fused", table]
+    op = peers.FUSED_OPS[stepper.model_type]
+    for path in graphs.values():
+        ops = [node.op_type for node in onnx.load(path).graph.node]
+        assert ops.count(op) == len(HIDDEN) - int(table)
+        assert ("Sigmoid" in ops) == table  # the plain first layer's gates
     _check(peers.OrtStepper(graphs, shapes, 1, io_binding), reference)
 
 
@@ -105,3 +139,31 @@ def test_sparse_csr_computes_the_pruned_models_log_probs(tmp_path, model_type, t
     matrices = [m for w_ih, _, parts, _ in stepper.layers for m in (w_ih, *parts.values())]
     for m in matrices + ([stepper.projection] if stepper.projection is not None else []):
         assert m.crow_indices().dtype == m.col_indices().dtype == torch.int32
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gru", "egru"])
+def test_peer_rows_add_the_fused_operator_rows_and_each_passes_the_check(tmp_path, model_type):
+    """peers_rows on a tiny dense model: ONNX Runtime on both graph forms for an LSTM or GRU
+    (the plain one alone for an EGRU), OpenVINO on the plain one, each with and without the
+    table; every row reproduces the stepper's log-probabilities (the bench's check)."""
+    _needs("onnxruntime")
+    _needs("openvino")
+    from dualsparse.engine.bench import _max_log_prob_diff
+    from dualsparse.engine.bench_table import Contender
+    from dualsparse.engine.peers_rows import peer_contenders
+
+    stepper = DenseStepper(model_type, 5, HIDDEN, 11, seed=2)
+    runs = f"dense {model_type.upper()} (model size)"
+    dense = Contender(runs, "PyTorch addmv", runs, False, lambda _: stepper, lambda _: (1, 1))
+    model = load_export(export_fixture(tmp_path)(random_model(model_type, 0.5)))
+    rows, skipped = peer_contenders(model, [dense], tmp_path, ("ONNX Runtime", "OpenVINO"))
+    assert skipped == {}
+    labels = ["ORT", "ORT iobind", "OpenVINO"]
+    if model_type != "egru":
+        op = model_type.upper()
+        labels += [f"ORT {op} op", f"ORT {op} op iobind"]
+    expected = {f"{label} {runs}{suffix}" for label in labels for suffix in ("", ", table")}
+    assert {row.name for row in rows} == expected
+    for row in rows:
+        assert _max_log_prob_diff(row.build(1), row.reference, TOKENS) <= peers.PEER_TOLERANCE
+        assert ("operator" in row.runtime) == (" op" in row.name)

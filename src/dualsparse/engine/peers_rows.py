@@ -40,54 +40,65 @@ def peer_contenders(
         base: DenseStepper = row.build(1)
         for table in (False, True):
             stepper = _with_table(base, table)
-            graphs = {
-                part: peers.export_onnx(
-                    stepper, workdir / f"{len(rows)}-{part}.onnx", part == "full"
-                )
-                for part in ("rnn", "full")
-            }
-            shapes = peers.state_shapes(
-                stepper.model_type, [layer["h"].shape[0] for layer in stepper.layers]
+            rows += _onnx_contenders(
+                stepper, row, table, onnx_peers, workdir / f"{len(rows)}-{int(table)}"
             )
-            suffix = ", table" if table else ""
-            reference = _stepper_reference(stepper)
-            builders = []
-            if "ONNX Runtime" in onnx_peers:
-                builders += [
-                    (
-                        "ONNX Runtime",
-                        "ORT",
-                        lambda n, g=graphs, s=shapes: peers.OrtStepper(g, s, n, False),
-                    ),
-                    (
-                        "ONNX Runtime",
-                        "ORT iobind",
-                        lambda n, g=graphs, s=shapes: peers.OrtStepper(g, s, n, True),
-                    ),
-                ]
-            if "OpenVINO" in onnx_peers:
-                builders.append(
-                    (
-                        "OpenVINO",
-                        "OpenVINO",
-                        lambda n, g=graphs, s=shapes: peers.OpenVinoStepper(g, s, n),
-                    )
-                )
-            for runtime, label, build in builders:
-                rows.append(
-                    Contender(
-                        f"{label} {row.runs}{suffix}",
-                        runtime if label != "ORT iobind" else "ONNX Runtime, I/O binding",
-                        row.runs,
-                        table,
-                        build,
-                        row.macs,
-                        reference=reference,
-                    )
-                )
     if "torch CSR" in wanted:
         rows += _csr_contenders(model)
     return rows, skipped
+
+
+def _onnx_contenders(
+    stepper: DenseStepper, row: Contender, table: bool, onnx_peers: list[str], stem: Path
+) -> list[Contender]:
+    """The ONNX peers' rows for one dense model and table choice: ONNX Runtime (``run`` and
+    I/O binding) and OpenVINO on the plain graph; for an LSTM or GRU also ONNX Runtime on
+    the graph with ONNX's fused operator (``peers.FUSED_OPS``), a row of its own."""
+    shapes = peers.state_shapes(
+        stepper.model_type, [layer["h"].shape[0] for layer in stepper.layers]
+    )
+    forms = [("", "ONNX Runtime", False)]
+    op = peers.FUSED_OPS.get(stepper.model_type)
+    if "ONNX Runtime" in onnx_peers and op is not None:
+        forms.append((f" {op} op", f"ONNX Runtime, {op} operator", True))
+    builders = []
+    for form, runtime, fused in forms:
+        graphs = {
+            part: peers.export_onnx(
+                stepper,
+                Path(f"{stem}{'-fused' if fused else ''}-{part}.onnx"),
+                part == "full",
+                fused,
+            )
+            for part in ("rnn", "full")
+        }
+        if "ONNX Runtime" in onnx_peers:
+            builders += [
+                (f"ORT{form}", runtime, lambda n, g=graphs: peers.OrtStepper(g, shapes, n, False)),
+                (
+                    f"ORT{form} iobind",
+                    f"{runtime}, I/O binding",
+                    lambda n, g=graphs: peers.OrtStepper(g, shapes, n, True),
+                ),
+            ]
+        if "OpenVINO" in onnx_peers and not fused:
+            builders.append(
+                ("OpenVINO", "OpenVINO", lambda n, g=graphs: peers.OpenVinoStepper(g, shapes, n))
+            )
+    reference = _stepper_reference(stepper)
+    suffix = ", table" if table else ""
+    return [
+        Contender(
+            f"{label} {row.runs}{suffix}",
+            runtime,
+            row.runs,
+            table,
+            build,
+            row.macs,
+            reference=reference,
+        )
+        for label, runtime, build in builders
+    ]
 
 
 def _with_table(stepper: DenseStepper, table: bool) -> DenseStepper:
