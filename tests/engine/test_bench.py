@@ -8,7 +8,7 @@ from engine_helpers import VOCAB, export_fixture, random_model
 from dualsparse.cli import main
 from dualsparse.config import ModelConfig
 from dualsparse.engine.bench import calibrate_thresholds, run_benchmark, synthetic_model
-from dualsparse.engine.bench_table import format_bench_table, headline
+from dualsparse.engine.bench_table import _with_speedups, format_bench_table, headline
 from dualsparse.engine.dense_baselines import DenseStepper
 from dualsparse.engine.export import load_export, weight_sparsity
 from dualsparse.engine.runtime import Engine
@@ -93,9 +93,11 @@ def bench_run(tmp_path_factory):
 
 
 def test_bench_ratios_are_the_dense_macs_over_the_measured_event_macs(bench_run):
-    """Theory = dense AWD-LSTM MACs (by hand) / the row's MACs: for the engine, the event
-    MACs that the PyTorch model's own activity implies (measure_macs on the tokens the
-    engine row was counted on); for the dense rows, their dense MACs by hand."""
+    """The engine against the dense model of its own size and type: the MAC ratio = the
+    dense EGRU's MACs (by hand) / the event MACs that the PyTorch model's own activity
+    implies (measure_macs on the tokens the engine row was counted on), the speedup = the
+    fastest such row's time / the engine's; against the AWD-LSTM, a larger model, only the
+    measured speedup, and the AWD-LSTM rows get no same-size ratio."""
     torch_model, model, result, (tokens, warmup, seed) = bench_run
     rows = {r["name"]: r for r in result["rows"]}
     # the stream the benchmark samples; each timed pass counts warmup + tokens / 2 of it
@@ -103,26 +105,43 @@ def test_bench_ratios_are_the_dense_macs_over_the_measured_event_macs(bench_run)
     counted = torch.tensor([*stream[: warmup + tokens // 2], 0])  # the last is only a target
     report = measure_macs(torch_model, counted, batch_size=1)
     rnn_event, totals = report.totals("rnn"), report.totals("full")
-    awd_full = AWD_RNN_MACS + VOCAB * 400  # decoder [V, 400], no projection
-    for name in ("engine EGRU (80% pruned, table)", "engine EGRU (80% pruned, no table)"):
-        row = rows[name]
-        assert row["speedup_rnn_theory"] == pytest.approx(
-            AWD_RNN_MACS / rnn_event["event_macs_per_token"]
-        )
-        assert row["speedup_full_theory"] == pytest.approx(
-            awd_full / totals["event_macs_per_token"]
-        )
-        assert row["speedup_rnn"] > 5  # a few hundred MACs against 20 million
     # dense EGRU of the model's size (emb 8, hidden 10,6, V 30), per layer 3H·I + 3H·H
     egru_rnn = 30 * 8 + 30 * 10 + 18 * 10 + 18 * 6
     egru_full = egru_rnn + 8 * 6 + VOCAB * 8  # projection [8, 6], decoder [V, 8]
+    for name, dense_names in (
+        (
+            "engine EGRU (80% pruned, table)",
+            ["dense EGRU (model size)", "dense EGRU (model size), table"],
+        ),
+        ("engine EGRU (80% pruned, no table)", ["dense EGRU (model size)"]),
+    ):
+        row = rows[name]
+        assert row["mac_ratio_rnn_vs_same_size"] == pytest.approx(
+            egru_rnn / rnn_event["event_macs_per_token"]
+        )
+        assert row["mac_ratio_full_vs_same_size"] == pytest.approx(
+            egru_full / totals["event_macs_per_token"]
+        )
+        awd_names = ["dense AWD-LSTM", "engine AWD-LSTM (dense, no table)"]
+        awd_names += ["dense AWD-LSTM, table"] if row["input_table"] else []
+        for part in ("rnn", "full"):
+            key = f"ms_per_token_{part}_median"
+            assert row[f"speedup_{part}_vs_same_size"] == pytest.approx(
+                min(rows[n][key] for n in dense_names) / row[key]
+            )
+            assert row[f"speedup_{part}_vs_awd_lstm"] == pytest.approx(
+                min(rows[n][key] for n in awd_names) / row[key]
+            )
+        assert row["speedup_rnn_vs_awd_lstm"] > 5  # a few hundred MACs against 20 million
     dense_egru = rows["dense EGRU (model size)"]
     assert (dense_egru["macs_per_token_rnn"], dense_egru["macs_per_token_full"]) == (
         egru_rnn,
         egru_full,
     )
-    assert dense_egru["speedup_rnn_theory"] == pytest.approx(AWD_RNN_MACS / egru_rnn)
+    assert dense_egru["mac_ratio_rnn_vs_same_size"] == 1.0
     assert rows["dense AWD-LSTM"]["macs_per_token_rnn"] == 20_190_000 == AWD_RNN_MACS
+    assert rows["dense AWD-LSTM"]["mac_ratio_rnn_vs_same_size"] is None
+    assert rows["dense AWD-LSTM"]["speedup_full_vs_same_size"] is None
 
 
 def test_cli_bench_prints_every_row(tmp_path, capsys):
@@ -203,6 +222,102 @@ def test_headline_is_the_engine_over_the_fastest_contender_per_thread_count():
         "dense A",
         50.0,
     )
+
+
+def _timed(name, runs, rnn, full, macs, *, engine=False, table=False):
+    """A row as BenchRow.to_dict writes it, timings and MACs injected (p90 = 2 x median)."""
+    return {
+        **_row(name, 1, rnn, full, engine=engine, table=table),
+        "runs": runs,
+        "macs_per_token_rnn": macs[0],
+        "macs_per_token_full": macs[1],
+        "ms_per_token_rnn_p90": 2 * rnn,
+        "ms_per_token_full_p90": 2 * full,
+    }
+
+
+def test_printed_table_sets_rows_against_the_same_size_model_and_apart_the_awd_lstm():
+    """Injected rows of an EGRU bench: per row, the speedup over the fastest dense EGRU of the
+    same size beside the MAC ratio of those two rows, and over the fastest AWD-LSTM row the
+    speedup only; a row without the table meets only rows without it. Expected by hand."""
+    egru, awd = (2e6, 6e6), (20.19e6, 24.19e6)
+    rows = [
+        _timed(
+            "engine EGRU (80% pruned, table)",
+            "EGRU (80% pruned)",
+            0.5,
+            1.0,
+            (1e5, 4e5),
+            engine=True,
+            table=True,
+        ),
+        _timed(
+            "engine EGRU (80% pruned, no table)",
+            "EGRU (80% pruned)",
+            0.4,
+            0.5,
+            (1e5, 4e5),
+            engine=True,
+        ),
+        _timed("dense EGRU (model size)", "dense EGRU (model size)", 2.0, 5.0, egru),
+        _timed(
+            "ORT dense EGRU (model size), table",
+            "dense EGRU (model size)",
+            1.5,
+            6.0,
+            egru,
+            table=True,
+        ),
+        _timed("dense AWD-LSTM", "dense AWD-LSTM", 10.0, 12.0, awd),
+        _timed("engine AWD-LSTM (dense, no table)", "dense AWD-LSTM", 8.0, 15.0, awd),
+    ]
+    rows = _with_speedups(rows, "egru")
+    result = {
+        "model": {
+            "type": "egru",
+            "emb_size": 8,
+            "hidden_sizes": [10, 6],
+            "vocab_size": 30,
+            "weight_sparsity": 0.8,
+            "layer_activity": [0.2, 0.3],
+        },
+        "tokens": 10,
+        "rounds": 2,
+        "warmup": 2,
+        "input_table": True,
+        "input_table_bytes": 2**20,
+        "overhead_ms_per_token": 0.01,
+        "rows": rows,
+        "sparse_weight_bytes": {"values": 0, "indices": 0},
+        "headline": headline(rows, input_table=True),
+        "peer_checks": {},
+        "peers_skipped": {},
+    }
+    printed = {
+        line[:44].strip(): line[44:].split() for line in format_bench_table(result).splitlines()
+    }
+    # the last six columns: same size (RNN speedup, MACs, e2e speedup, MACs), AWD-LSTM (RNN, e2e)
+    expected = {
+        # same size: RNN min(2.0, 1.5) / 0.5, 2e6 / 1e5; e2e min(5.0, 6.0) / 1.0, 6e6 / 4e5;
+        # AWD-LSTM: RNN min(10, 8) / 0.5, e2e min(12, 15) / 1.0
+        "engine EGRU (80% pruned, table)": ["3.0x", "20.0x", "5.0x", "15.0x", "16.0x", "12.0x"],
+        # no table: only the table-less dense EGRU, 2.0 / 0.4 and 5.0 / 0.5
+        "engine EGRU (80% pruned, no table)": ["5.0x", "20.0x", "10.0x", "15.0x", "20.0x", "24.0x"],
+        "ORT dense EGRU (model size), table": ["1.0x", "1.0x", "0.8x", "1.0x", "5.3x", "2.0x"],
+        # the AWD-LSTM rows: no same-size ratio; against the fastest AWD-LSTM row
+        "dense AWD-LSTM": ["-", "-", "-", "-", "0.8x", "1.0x"],
+    }
+    for name, cells in expected.items():
+        assert printed[name][-6:] == cells, name
+    text = format_bench_table(result)
+    assert "real / theory" not in text and "theory" not in text
+    assert "different, larger model" in text
+    # the headline: the engine with the table against every contender (0.4 and 0.5 ms rows
+    # are the engine, not contenders): RNN 1.5 / 0.5, e2e 5.0 / 1.0
+    assert (
+        "1 thread(s), RNN: 3.0x (0.500 ms vs 1.500 ms, ORT dense EGRU (model size), table)" in text
+    )
+    assert "1 thread(s), end to end: 5.0x (1.000 ms vs 5.000 ms, dense EGRU (model size))" in text
 
 
 def test_bench_json_rows_and_a_checked_peer(bench_run):

@@ -5,10 +5,11 @@ per step, random weights) are the AWD-LSTM (emb 400, hidden 1150,1150,400) and a
 of the engine model's own size. The engine runs the exported model at its own weight
 sparsity on a token stream it samples itself, so activity is the model's real activity.
 
-Speedups are printed next to the theoretical ones (dense MACs over the
-engine's measured event-driven MACs), RNN-only (the paper's convention) and
-end-to-end with projection and decoder. PyTorch is needed here, for the dense
-baselines only.
+Speedups over the dense model of the engine model's size and type are printed
+next to the MAC ratio of the same two models (dense MACs over the engine's
+measured event-driven MACs); over the larger AWD-LSTM, measured only; RNN-only
+(the paper's convention) and end-to-end with projection and decoder. PyTorch is
+needed here, for the dense baselines only.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def run_benchmark(
         for (contender, n), (rnn, full) in samples.items()
     ]
     matrices = model.matrices.values()
-    row_dicts = _with_speedups([r.to_dict() for r in rows])
+    row_dicts = _with_speedups([r.to_dict() for r in rows], model.model_type)
     return {
         "model": {
             "type": model.model_type,

@@ -1,6 +1,8 @@
 """The benchmark's table: its contenders (what each row runs), the speedups of every row
-(over the fastest dense AWD-LSTM, and over the fastest contender), the headline per thread
-count, and the text table ``dualsparse bench`` prints. Pure functions of the result rows,
+(over the fastest contender; over the fastest dense model of the benchmarked size and type,
+beside the MAC ratio of those two models; over the fastest dense paper-size AWD-LSTM,
+measured only), the headline per thread count, and the text table ``dualsparse bench``
+prints. Pure functions of the result rows,
 so tests can feed them rows by hand."""
 
 from __future__ import annotations
@@ -30,14 +32,31 @@ class Contender:
     reference: Callable[[list[int]], list[np.ndarray]] | None = None
 
 
-def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+# a row's ``runs``: the model it runs, as bench._dense_contenders names the dense ones
+AWD_LSTM_RUNS = "dense AWD-LSTM"  # the paper-size AWD-LSTM (emb 400, hidden 1150,1150,400)
+
+
+def same_size_runs(model_type: str) -> str:
+    """``runs`` of the rows running the dense model of the benchmarked model's size and type."""
+    return f"dense {model_type.upper()} (model size)"
+
+
+def _with_speedups(rows: list[dict[str, Any]], model_type: str) -> list[dict[str, Any]]:
+    """Each row's speedups (``versus``): over the fastest contender at its thread count, over
+    the fastest dense model of the benchmarked size and type with the MAC ratio of those two
+    models (None for the rows running the AWD-LSTM, a model of another size), and over the
+    fastest dense AWD-LSTM (measured only)."""
     for row in rows:
         for part in ("rnn", "full"):
-            row[f"speedup_{part}"], row[f"speedup_{part}_theory"] = speedups(row, rows, part)
             fastest = fastest_contender(rows, row["threads"], part, row["input_table"])
             row[f"speedup_{part}_vs_fastest"] = (
                 fastest[f"ms_per_token_{part}_median"] / row[f"ms_per_token_{part}_median"]
             )
+            same = None if row["runs"] == AWD_LSTM_RUNS else same_size_runs(model_type)
+            speedup, mac_ratio = versus(rows, row, same, part) if same else (None, None)
+            row[f"speedup_{part}_vs_same_size"] = speedup
+            row[f"mac_ratio_{part}_vs_same_size"] = mac_ratio
+            row[f"speedup_{part}_vs_awd_lstm"] = versus(rows, row, AWD_LSTM_RUNS, part)[0]
     return rows
 
 
@@ -79,27 +98,32 @@ def headline(rows: list[dict[str, Any]], input_table: bool) -> list[dict[str, An
     return out
 
 
-def speedups(row: dict[str, Any], rows: list[dict[str, Any]], part: str) -> tuple[float, float]:
-    """Realized speedup of ``row`` over the fastest row running the dense AWD-LSTM at the
-    same thread count (any runtime; with the table only if ``row`` has it too), and the
-    theoretical one: the AWD-LSTM's dense MACs over this row's MACs."""
-    bases = [
+def versus(
+    rows: list[dict[str, Any]], row: dict[str, Any], runs: str, part: str
+) -> tuple[float | None, float | None]:
+    """``row`` against the fastest row at its thread count that runs ``runs`` (any runtime,
+    the engine on the benchmarked model excepted; with the table only if ``row`` has it
+    too): the speedup, and the MAC ratio of the same two rows (that row's MACs over this
+    row's, event-driven for the engine). (None, None) if no row runs ``runs``. The ratio
+    means something only between models of one size: a smaller model's weights stay in
+    cache, so across sizes time does not follow MACs."""
+    rivals = [
         r
         for r in rows
         if r["threads"] == row["threads"]
-        and r["runs"] == "dense AWD-LSTM"
+        and r["runs"] == runs
+        and not r["engine"]
         and (row["input_table"] or not r["input_table"])
     ]
-    fastest = min(r[f"ms_per_token_{part}_median"] for r in bases)
-    real = fastest / row[f"ms_per_token_{part}_median"]
-    dense = next(r for r in bases if r["name"] == "dense AWD-LSTM")
-    theory = dense[f"macs_per_token_{part}"] / max(row[f"macs_per_token_{part}"], 1)
-    return real, theory
+    if not rivals:
+        return None, None
+    ms, macs = f"ms_per_token_{part}_median", f"macs_per_token_{part}"
+    fastest = min(rivals, key=lambda r: r[ms])
+    return fastest[ms] / row[ms], fastest[macs] / max(row[macs], 1)
 
 
-def _speedup_text(row: dict[str, Any], rows: list[dict[str, Any]], part: str) -> str:
-    real, theory = speedups(row, rows, part)
-    return f"{real:6.1f}x/{theory:6.1f}x"
+def _times(value: float | None, width: int) -> str:
+    return f"{value:>{width - 1}.1f}x" if value is not None else f"{'-':>{width}}"
 
 
 def format_bench_table(result: dict[str, Any]) -> str:
@@ -115,13 +139,13 @@ def format_bench_table(result: dict[str, Any]) -> str:
         f"{result['overhead_ms_per_token'] * 1e3:.1f} us/token",
         "",
         f"{'':<44} {'thr':>3} {'MMACs':>7} {'RNN ms':>7} {'p90':>6} {'MMACs':>7} "
-        f"{'e2e ms':>7} {'p90':>6} {'x fastest':>9} {'x fastest':>9} "
-        f"{'vs AWD-LSTM RNN':>15} {'vs AWD-LSTM e2e':>15}",
+        f"{'e2e ms':>7} {'p90':>6} {'x fastest':>9} {'x fastest':>9}  "
+        f"{'x dense, same size+type':^31}  {'x AWD-LSTM (larger)':^19}",
         f"{'':<44} {'':>3} {'RNN':>7} {'median':>7} {'':>6} {'e2e':>7} {'median':>7} "
-        f"{'':>6} {'RNN':>9} {'e2e':>9} {'real / theory':>15} {'real / theory':>15}",
+        f"{'':>6} {'RNN':>9} {'e2e':>9}  {'RNN':>7} {'MACs':>7} {'e2e':>7} {'MACs':>7}  "
+        f"{'RNN':>9} {'e2e':>9}",
     ]
-    rows = result["rows"]
-    for row in rows:
+    for row in result["rows"]:
         lines.append(
             f"{row['name']:<44} {row['threads']:>3} "
             f"{row['macs_per_token_rnn'] / 1e6:>7.2f} "
@@ -129,16 +153,27 @@ def format_bench_table(result: dict[str, Any]) -> str:
             f"{row['macs_per_token_full'] / 1e6:>7.2f} "
             f"{row['ms_per_token_full_median']:>7.3f} "
             f"{row['ms_per_token_full_p90']:>6.3f} "
-            f"{row['speedup_rnn_vs_fastest']:>8.1f}x {row['speedup_full_vs_fastest']:>8.1f}x "
-            f"{_speedup_text(row, rows, 'rnn'):>15} {_speedup_text(row, rows, 'full'):>15}"
+            f"{_times(row['speedup_rnn_vs_fastest'], 9)} "
+            f"{_times(row['speedup_full_vs_fastest'], 9)}  "
+            + " ".join(
+                _times(row[f"{key}_{part}_vs_same_size"], 7)
+                for part in ("rnn", "full")
+                for key in ("speedup", "mac_ratio")
+            )
+            + "  "
+            + " ".join(_times(row[f"speedup_{part}_vs_awd_lstm"], 9) for part in ("rnn", "full"))
         )
     sparse = result["sparse_weight_bytes"]
     lines += [
         "",
         "x fastest = the fastest contender at the same threads (every row but the engine on "
         "this model; rows without the table only against rows without it) / this row;",
-        "vs AWD-LSTM = the fastest row running the dense AWD-LSTM at the same threads / this "
-        "row; theory = dense AWD-LSTM MACs / this row's MACs (event-driven for the engine)",
+        f"x dense, same size+type = the fastest row running the {same_size_runs(m['type'])} "
+        "at the same threads / this row, MACs = its MACs / this row's MACs (event-driven for "
+        "the engine); - for the rows running the AWD-LSTM;",
+        "x AWD-LSTM (larger) = the fastest row running the dense paper-size AWD-LSTM (emb "
+        "400, hidden 1150,1150,400), a different, larger model: measured speedup only, as "
+        "across model sizes time does not follow MACs (a small model stays in cache)",
         f"engine sparse weights: {sparse['values'] / 2**20:.1f} MiB values + "
         f"{sparse['indices'] / 2**20:.1f} MiB indices",
         "",
