@@ -35,8 +35,10 @@ PEER_MODULES = {
     "OpenVINO": ("openvino", "onnx"),
 }
 DEEPSPARSE_NOTE = (
-    "not run: its newest release (1.9.0, a source package) refuses to install "
-    "(end of life since June 2025); older releases were not tried"
+    "not run: end of life since June 2025, its last release (1.9.0) refuses to install; "
+    "the last installable one (1.8.0) requires onnx<1.15 where the peers extra requires "
+    "onnx>=1.16 (and numpy<2 through sparsezoo 1.8.1), and onnx 1.14 knows opsets up to "
+    "19 where our exported graphs declare 20 (docs/engine.md)"
 )
 
 
