@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from dualsparse.cli.common import positive_ints
@@ -136,11 +137,17 @@ def cmd_generate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from dualsparse.engine.score import format_score, score_file
+    from dualsparse.engine.score import write_score_file
 
-    score = score_file(args.model, args.file, float64=args.float64, compare_with=args.compare)
-    print(
-        json.dumps(score.to_dict(), indent=1) if args.json else format_score(score, args.per_token)
+    # streamed: a line of the text at a time, the report written as it goes
+    write_score_file(
+        args.model,
+        args.file,
+        sys.stdout,
+        float64=args.float64,
+        compare_with=args.compare,
+        as_json=args.json,
+        per_token=args.per_token,
     )
     return 0
 
