@@ -209,7 +209,9 @@ def decoder_logits_sharded(
         part_max[s], part_sum[s] = _logits_part(
             logits, lo, hi, bias, weight_t, x, x_active, n_x, scratch
         )
-    top = part_max.max()
+    top = part_max[0]
+    for s in range(1, part_max.shape[0]):  # a loop: part_max.max() would be a parallel region
+        top = max(top, part_max[s])
     total = 0.0
     for s in range(part_max.shape[0]):
         total += part_sum[s] * math.exp(part_max[s] - top)
