@@ -98,15 +98,12 @@ def headline(rows: list[dict[str, Any]], input_table: bool) -> list[dict[str, An
     return out
 
 
-def versus(
+def fastest_running(
     rows: list[dict[str, Any]], row: dict[str, Any], runs: str, part: str
-) -> tuple[float | None, float | None]:
-    """``row`` against the fastest row at its thread count that runs ``runs`` (any runtime,
-    the engine on the benchmarked model excepted; with the table only if ``row`` has it
-    too): the speedup, and the MAC ratio of the same two rows (that row's MACs over this
-    row's, event-driven for the engine). (None, None) if no row runs ``runs``. The ratio
-    means something only between models of one size: a smaller model's weights stay in
-    cache, so across sizes time does not follow MACs."""
+) -> dict[str, Any] | None:
+    """The fastest row at ``row``'s thread count that runs ``runs`` (any runtime, the engine
+    on the benchmarked model excepted), for ``part`` ("rnn" or "full"); a row without the
+    first-layer table meets only rows without it. None if no row runs ``runs``."""
     rivals = [
         r
         for r in rows
@@ -115,10 +112,20 @@ def versus(
         and not r["engine"]
         and (row["input_table"] or not r["input_table"])
     ]
-    if not rivals:
+    return min(rivals, key=lambda r: r[f"ms_per_token_{part}_median"]) if rivals else None
+
+
+def versus(
+    rows: list[dict[str, Any]], row: dict[str, Any], runs: str, part: str
+) -> tuple[float | None, float | None]:
+    """``row`` against ``fastest_running``: the speedup, and the MAC ratio of the same two
+    rows (that row's MACs over this row's, event-driven for the engine). (None, None) if no
+    row runs ``runs``. The ratio means something only between models of one size: a smaller
+    model's weights stay in cache, so across sizes time does not follow MACs."""
+    fastest = fastest_running(rows, row, runs, part)
+    if fastest is None:
         return None, None
     ms, macs = f"ms_per_token_{part}_median", f"macs_per_token_{part}"
-    fastest = min(rivals, key=lambda r: r[ms])
     return fastest[ms] / row[ms], fastest[macs] / max(row[macs], 1)
 
 

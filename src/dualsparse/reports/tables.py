@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dualsparse.engine.bench_table import AWD_LSTM_RUNS, fastest_running, same_size_runs
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import read_json
 from dualsparse.reports.paper import PaperRow
@@ -224,13 +225,6 @@ BENCH_ROW_KEYS = (
     "macs_per_token_rnn",
     "macs_per_token_full",
 )
-# a row's ``runs``: the model it runs, as engine.bench._dense_contenders names them
-AWD_LSTM_RUNS = "dense AWD-LSTM"  # the paper-size AWD-LSTM (emb 400, hidden 1150,1150,400)
-
-
-def same_size_runs(model: dict[str, Any]) -> str:
-    """``runs`` of the rows running the dense model of the benchmarked model's size and type."""
-    return f"dense {model['type'].upper()} (model size)"
 
 
 def bench_results(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -254,23 +248,6 @@ def bench_results(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
             )
         out.append((path.stem, data))
     return out
-
-
-def fastest_running(
-    rows: list[dict[str, Any]], engine_row: dict[str, Any], runs: str, part: str
-) -> dict[str, Any] | None:
-    """The fastest row at ``engine_row``'s thread count that runs ``runs`` (any runtime),
-    for ``part`` ("rnn" or "full"); an engine row without the first-layer table meets only
-    rows without it, as in the bench's own speedups. None if the bench has no such row."""
-    rivals = [
-        r
-        for r in rows
-        if r["threads"] == engine_row["threads"]
-        and r["runs"] == runs
-        and not r["engine"]
-        and (engine_row["input_table"] or not r["input_table"])
-    ]
-    return min(rivals, key=lambda r: r[f"ms_per_token_{part}_median"]) if rivals else None
 
 
 def _against(
@@ -305,7 +282,7 @@ def bench_comparisons(benches: list[tuple[str, dict[str, Any]]]) -> list[dict[st
         for row in (r for r in rows if r["engine"]):
             entry: dict[str, Any] = {"bench": name, "model": model, "engine": row}
             for part in ("rnn", "full"):
-                same = same_size_runs(model)
+                same = same_size_runs(model["type"])
                 entry[f"same_size_{part}"] = _against(rows, row, same, part, macs=True)
                 entry[f"awd_lstm_{part}"] = _against(rows, row, AWD_LSTM_RUNS, part, macs=False)
             out.append(entry)
