@@ -1,6 +1,6 @@
 """How the engine compiles: numba (optional at import, required to run), the compile flags
-the kernels share, and two LLVM operations numba does not expose (a prefetch and a bit
-cast), as intrinsics.
+the kernels share, and the LLVM operations numba does not expose, as intrinsics: a
+prefetch, a bit cast, and the atomics that the threads of one parallel region meet on.
 
 numba's on-disk cache (``cache=True``) keys each compiled function on its own file only:
 after editing a helper here, in ``scalar_math.py`` or in ``kernels.py``, delete
@@ -10,7 +10,12 @@ compiled in (an install replaces every file, so users are not affected).
 
 from __future__ import annotations
 
+import platform
+
 from dualsparse.errors import DualsparseError
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_POSIX = platform.system() != "Windows"
 
 try:
     import numba
@@ -77,3 +82,73 @@ def double_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return types.float64(types.int64), codegen
+
+
+# Two threads meeting inside one parallel region (``kernels_sharded``): a counter that
+# threads add to and another thread reads. The add is sequentially consistent (x86: lock
+# xadd), so everything a thread wrote before it is seen by a thread whose acquiring read
+# sees the add; neither the compiler nor the processor moves later reads above that read.
+
+
+@intrinsic
+def atomic_add(typingctx, array, index, value):
+    """array[index] += value as one atomic operation; returns the value before the add
+    (int64 arrays)."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(
+            context, builder, array_type, data, [args[1]], wraparound=False
+        )
+        return builder.atomic_rmw("add", pointer, args[2], "seq_cst")
+
+    return types.int64(array, index, types.int64), codegen
+
+
+@intrinsic
+def atomic_read(typingctx, array, index):
+    """array[index], read with acquire ordering (int64 arrays)."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(
+            context, builder, array_type, data, [args[1]], wraparound=False
+        )
+        return builder.load_atomic(pointer, "acquire", 8)
+
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """The x86 pause hint of a spin-wait loop (frees the core's resources for its sibling,
+    and leaves the loop without a memory-order misprediction); nothing on other processors."""
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
+            builder.call(function, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def sleep_briefly(typingctx):
+    """usleep(1): a spin-wait that has waited long sleeps (the scheduler's timer slack makes
+    it tens of µs), so that the thread it waits for can have the core, if there are more
+    runnable threads than cores; nothing on Windows (the wait spins on)."""
+
+    def codegen(context, builder, signature, args):
+        if _POSIX:
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.IntType(32), [ir.IntType(32)]), "usleep"
+            )
+            builder.call(function, [ir.IntType(32)(1)])
+        return context.get_dummy_value()
+
+    return types.none(), codegen

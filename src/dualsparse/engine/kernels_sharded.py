@@ -5,8 +5,10 @@ rows of every gate block that belong to them, stored as its own CSC columns (row
 local to the shard, ``col_ptr[s]`` pointing into values shared by all shards). Every shard
 reads every active input column, so threads never write the same accumulator. EGRU needs
 one barrier inside the step: U_z reads r ⊙ y_{t-1} at all active units, and r of a unit
-is known only to its shard; LSTM, GRU and the reset-after EGRU (whose U_z reads y_{t-1}
-itself) need none (they read a copy of h_{t-1}).
+is known only to its shard; the threads meet there inside the step's one parallel region
+(``_claim``: a second region would cost another fork and join, several µs). LSTM, GRU
+and the reset-after EGRU (whose U_z reads y_{t-1} itself) need none (they read a copy of
+h_{t-1}).
 Active lists are merged in shard order, so they stay sorted and the arithmetic is the
 single-threaded arithmetic, entry for entry.
 
@@ -18,7 +20,17 @@ from __future__ import annotations
 
 import math
 
-from dualsparse.engine.jit import FUSED, njit, numba
+import numpy as np
+
+from dualsparse.engine.jit import (
+    FUSED,
+    atomic_add,
+    atomic_read,
+    njit,
+    numba,
+    sleep_briefly,
+    spin_pause,
+)
 from dualsparse.engine.kernels import (
     MACS_RECURRENT,
     _count_decoder,
@@ -74,10 +86,63 @@ def _copy_active(source, active, n_active, target):
         target[active[q]] = source[active[q]]
 
 
+# Threads meeting inside one parallel region. Its loop runs one iteration per thread (w);
+# each iteration claims the shards of a phase one at a time, its own shard w first (so
+# that a shard's accumulator and state stay in one core's cache when all threads are
+# there), then any other unclaimed one, and runs them; before the next phase it waits
+# until every shard of this one is done. A thread only ever waits for shards that another
+# thread has claimed and is running, so the region finishes however the threading layer
+# assigns the iterations (all of them to one thread included), and shard s computes the
+# same numbers whichever thread runs it. ``sync`` [PHASES · (S + 1)] holds a claim flag
+# per phase and shard, then a done counter per phase.
+PHASES = 2
+SPINS = 100_000  # about as long as an OpenMP barrier spins before it sleeps (milliseconds)
+
+
+def sync_size(shards: int) -> int:
+    return PHASES * (shards + 1)
+
+
+@njit(cache=True, inline="always")
+def _start_phases(sync):
+    for k in range(sync.shape[0]):
+        sync[k] = 0
+
+
+@njit(cache=True, inline="always")
+def _claim(sync, phase, count, own):
+    """Shard ``own`` of ``phase`` if no thread has claimed it, else the next unclaimed one;
+    -1 once all ``count`` are claimed."""
+    for k in range(count):
+        s = own + k if own + k < count else own + k - count
+        if atomic_add(sync, phase * count + s, 1) == 0:
+            return s
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _done(sync, phase, count):
+    atomic_add(sync, PHASES * count + phase, 1)
+
+
+@njit(cache=True, inline="always")
+def _wait_done(sync, phase, count):
+    """Spin (a shard takes microseconds); after SPINS turns, sleep at every turn: the thread
+    being waited for may be queued behind this one, or behind another process."""
+    turns = 0
+    while atomic_read(sync, PHASES * count + phase) < count:
+        if turns < SPINS:
+            spin_pause()
+            turns += 1
+        else:
+            sleep_briefly()
+
+
 # The kernels.*_step arguments, plus ``shards`` = (bounds [S + 1], shard_active [S, widest],
-# shard_n [S]); ``acc`` is [S, gates · widest], ``stats`` [S, LAYER_STATS] (one row per
-# shard; the layer's active inputs are counted once, in shard 0's row), ``h_prev`` a copy of
-# h_{t-1} at its active units. Shard s owns units bounds[s]:bounds[s+1].
+# shard_n [S], sync [sync_size(S)] int64); ``acc`` is [S, gates · widest], ``stats``
+# [S, LAYER_STATS] (one row per shard; the layer's active inputs are counted once, in shard
+# 0's row), ``h_prev`` a copy of h_{t-1} at its active units. Shard s owns units
+# bounds[s]:bounds[s+1].
 
 
 @njit(cache=True, parallel=True, fastmath=FUSED, error_model="numpy")
@@ -100,24 +165,35 @@ def egru_step_sharded(
     shards,
     stats,
 ):
-    """``egru_step`` over shards: a barrier after U_ur, since U_z reads r ⊙ y_{t-1} at all
-    active units and a unit's r is known only to its shard (``r_pre``)."""
-    bounds, shard_active, shard_n = shards
-    hidden = c.shape[0]
-    for s in numba.prange(bounds.shape[0] - 1):
-        lo, size = bounds[s], bounds[s + 1] - bounds[s]
-        a = acc[s]
-        _shard_base(a, base, 3, hidden, lo, size)
-        _shard_products(a, a, s, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
-        r_pre[lo : lo + size] = a[size : 2 * size]
-    _reset_gated(r_pre, y, y_active, n_y, ry)
-    for s in numba.prange(bounds.shape[0] - 1):
-        lo, size = bounds[s], bounds[s + 1] - bounds[s]
-        a = acc[s]
-        w_z = _shard(u_z, s)
-        u_z_macs = _scatter(a, 2 * size, w_z[0], w_z[1], w_z[2], ry, y_active, n_y)
-        stats[s, MACS_RECURRENT + 1] += u_z_macs
-        shard_n[s] = _egru_units(a, lo, size, threshold, c, y, shard_active[s])
+    """``egru_step`` over shards, in one parallel region: U_z reads r ⊙ y_{t-1} at all
+    active units and a unit's r is known only to its shard (``r_pre``), so the threads meet
+    once inside the region (``_claim``) instead of in a second region."""
+    bounds, shard_active, shard_n, sync = shards
+    count, hidden = bounds.shape[0] - 1, c.shape[0]
+    _start_phases(sync)
+    for w in numba.prange(count):
+        s = _claim(sync, 0, count, w)
+        while s >= 0:  # W_ih·x, U_ur·y_{t-1}, and r ⊙ y_{t-1} at the shard's active units
+            lo, size = bounds[s], bounds[s + 1] - bounds[s]
+            a = acc[s]
+            _shard_base(a, base, 3, hidden, lo, size)
+            _shard_products(a, a, s, w_ih, x, x_active, n_x, u_ur, y, y_active, n_y, stats)
+            r_pre[lo : lo + size] = a[size : 2 * size]
+            first = np.searchsorted(y_active[:n_y], lo)
+            last = np.searchsorted(y_active[:n_y], lo + size)
+            _reset_gated(r_pre, y, y_active[first:last], last - first, ry)
+            _done(sync, 0, count)
+            s = _claim(sync, 0, count, w)
+        _wait_done(sync, 0, count)
+        s = _claim(sync, 1, count, w)
+        while s >= 0:  # U_z·(r ⊙ y_{t-1}) and the cell
+            lo, size = bounds[s], bounds[s + 1] - bounds[s]
+            a = acc[s]
+            w_z = _shard(u_z, s)
+            u_z_macs = _scatter(a, 2 * size, w_z[0], w_z[1], w_z[2], ry, y_active, n_y)
+            stats[s, MACS_RECURRENT + 1] += u_z_macs
+            shard_n[s] = _egru_units(a, lo, size, threshold, c, y, shard_active[s])
+            s = _claim(sync, 1, count, w)
     _count_inputs(stats[0], n_x, n_y)
     return _merge_active(shard_active, shard_n, y_active)
 
@@ -145,7 +221,7 @@ def egru_reset_after_step_sharded(
 ):
     """``egru_reset_after_step`` over shards, without a barrier: U_z reads y_{t-1} itself, so
     a unit's gates are all its own (``hz`` [S, widest]; ``y_prev`` as LSTM's ``h_prev``)."""
-    bounds, shard_active, shard_n = shards
+    bounds, shard_active, shard_n, _ = shards
     hidden = c.shape[0]
     _copy_active(y, y_active, n_y, y_prev)
     for s in numba.prange(bounds.shape[0] - 1):
@@ -168,7 +244,7 @@ def lstm_step_sharded(
     base, x, x_active, n_x, n_h, w_ih, w_hh, c, h, h_active, acc, h_prev, shards, stats
 ):
     """``lstm_step`` over shards (no barrier: a unit's gates are all its own)."""
-    bounds, shard_active, shard_n = shards
+    bounds, shard_active, shard_n, _ = shards
     hidden = h.shape[0]
     _copy_active(h, h_active, n_h, h_prev)
     for s in numba.prange(bounds.shape[0] - 1):
@@ -186,7 +262,7 @@ def gru_step_sharded(
     base, x, x_active, n_x, n_h, w_ih, w_hh, bias_hh, h, h_active, gi, gh, h_prev, shards, stats
 ):
     """``gru_step`` over shards (no barrier); ``gi`` and ``gh`` are [S, 3 · widest]."""
-    bounds, shard_active, shard_n = shards
+    bounds, shard_active, shard_n, _ = shards
     hidden = h.shape[0]
     _copy_active(h, h_active, n_h, h_prev)
     for s in numba.prange(bounds.shape[0] - 1):

@@ -141,6 +141,7 @@ class ShardedLayer(Layer):
         self.r_pre = np.zeros(self.hidden, dtype=self.dtype)  # EGRU: r's pre-activation
         self.shard_active = np.zeros((shards, widest), dtype=np.int64)
         self.shard_n = np.zeros(shards, dtype=np.int64)
+        self.sync = np.zeros(kernels_sharded.sync_size(shards), dtype=np.int64)
         self.stats = np.zeros((shards, kernels.LAYER_STATS), dtype=np.int64)  # a row per shard
         blocks = [w.rows // self.hidden for w in (self.w_ih, *self.recurrent)]  # gate blocks
         self.csc = [
@@ -149,7 +150,7 @@ class ShardedLayer(Layer):
         ]
 
     def _scratch(self) -> tuple:
-        shards = (self.bounds, self.shard_active, self.shard_n)
+        shards = (self.bounds, self.shard_active, self.shard_n, self.sync)
         if self.reset_after:  # acc_hh [S, 3 · widest] holds U_z·y + b_hz in its first block
             return (self.acc, self.acc_hh, self.scratch, shards)
         per_cell = {
