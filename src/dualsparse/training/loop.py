@@ -111,6 +111,7 @@ class Trainer:
         # what the time budget keeps for the closing validation: the last validation's
         # duration, or before the first one an estimate (estimate_validation_seconds)
         self._valid_seconds = 0.0
+        self._window_seconds = 0.0  # the last training window's duration (time budget)
 
     # ---------------------------------------------------------------- persistence
     def save(self, pointers=("latest",)) -> None:
@@ -346,6 +347,7 @@ class Trainer:
         outcome = "epoch"
         try:
             for w in range(self.state["window"], len(windows)):
+                window_started = time.monotonic()
                 begin, seq_len = windows[w]
                 inputs, targets = get_batch(self.train_data, begin, seq_len)
                 lr = lr_at(t, self.state["epoch"] + w / len(windows), t.epochs)
@@ -372,6 +374,7 @@ class Trainer:
                 self.state["window"] = w + 1
                 self.state["global_step"] += 1
                 bar.update(1)
+                self._window_seconds = time.monotonic() - window_started
                 if (w + 1) % t.log_interval == 0 or w + 1 == len(windows):
                     mean = total_loss / total_tokens
                     self._tokens_per_s = total_tokens / max(time.monotonic() - t0, 1e-9)
@@ -403,8 +406,10 @@ class Trainer:
     def _stop_reason(self, flag: dict, deadline: float | None) -> str | None:
         """Stop when any rank was signalled or ran out of time, all ranks at the same window."""
         signalled = "signal" in flag
-        # the closing validation is part of the budget: stop early by its last duration
-        late = deadline is not None and time.monotonic() + self._valid_seconds > deadline
+        # the closing validation is part of the budget, and a window is not started that
+        # would end past it: stop early by the validation's duration and the last window's
+        reserve = self._valid_seconds + self._window_seconds
+        late = deadline is not None and time.monotonic() + reserve > deadline
         signalled, late = distributed.sum_over_ranks([signalled, late], self.device)
         return "interrupted" if signalled else "time-budget" if late else None
 
