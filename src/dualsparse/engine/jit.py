@@ -50,18 +50,22 @@ def require_numba() -> None:
         )
 
 
+def _item_pointer(context, builder, signature, args):
+    """The address of ``array[index]``, the intrinsic's first two arguments (no bounds
+    check, no negative index)."""
+    array_type = signature.args[0]
+    data = context.make_array(array_type)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, array_type, data, [args[1]], wraparound=False)
+
+
 @intrinsic
 def prefetch(typingctx, array, index):
     """Ask the cache for the line holding ``array[index]`` (llvm.prefetch; no fault if the
     index is out of range, nothing is read into a register)."""
 
     def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        data = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(
-            context, builder, array_type, data, [args[1]], wraparound=False
-        )
-        pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        i8_pointer = ir.IntType(8).as_pointer()
+        pointer = builder.bitcast(_item_pointer(context, builder, signature, args), i8_pointer)
         i32 = ir.IntType(32)
         function = cgutils.get_or_insert_function(
             builder.module,
@@ -96,11 +100,7 @@ def atomic_add(typingctx, array, index, value):
     (int64 arrays)."""
 
     def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        data = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(
-            context, builder, array_type, data, [args[1]], wraparound=False
-        )
+        pointer = _item_pointer(context, builder, signature, args)
         return builder.atomic_rmw("add", pointer, args[2], "seq_cst")
 
     return types.int64(array, index, types.int64), codegen
@@ -111,11 +111,7 @@ def atomic_read(typingctx, array, index):
     """array[index], read with acquire ordering (int64 arrays)."""
 
     def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        data = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(
-            context, builder, array_type, data, [args[1]], wraparound=False
-        )
+        pointer = _item_pointer(context, builder, signature, args)
         return builder.load_atomic(pointer, "acquire", 8)
 
     return types.int64(array, index), codegen
