@@ -36,8 +36,8 @@ import numpy as np
 
 from dualsparse.architecture import Architecture
 from dualsparse.engine.bench import (
-    _set_threads,
-    _time_per_token,
+    set_threads,
+    time_per_token,
     calibrate_thresholds,
     synthetic_model,
 )
@@ -96,7 +96,7 @@ def measure(
     result: dict[str, Any] = {}
     try:
         for n in threads:
-            _set_threads(n)
+            set_threads(n)
             for runner in (engine, silent, tiny):
                 runner.set_threads(n)
             samples: dict[str, list[np.ndarray]] = {name: [] for name in timed}
@@ -107,7 +107,7 @@ def measure(
                     runner.reset()
                     with torch.no_grad():
                         samples[name].append(
-                            _time_per_token(getattr(runner, method), tokens_, warmup)
+                            time_per_token(getattr(runner, method), tokens_, warmup)
                         )
             ms = {name: float(np.median(np.concatenate(s))) for name, s in samples.items()}
             engine.reset()

@@ -96,7 +96,7 @@ def calibrate_thresholds(
     return [float(model.dense[f"layer{i}.threshold"][0]) for i in range(len(model.hidden_sizes))]
 
 
-def _time_per_token(step, tokens: list[int], warmup: int) -> np.ndarray:
+def time_per_token(step, tokens: list[int], warmup: int) -> np.ndarray:
     for token in tokens[:warmup]:
         step(token)
     times = np.empty(len(tokens) - warmup)
@@ -135,7 +135,7 @@ class BenchRow:
         }
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     """numba first: its OpenMP layer shares PyTorch's OpenMP runtime and setting its thread
     count resets PyTorch's (a dense baseline then silently ran its decoder on 2 threads)."""
     import torch
@@ -297,7 +297,7 @@ def _time_contenders(
     checks: dict[str, dict[str, Any]] = {}
     try:
         for n_threads in threads:
-            _set_threads(n_threads)
+            set_threads(n_threads)
             steppers = []
             for contender in contenders:
                 stepper = contender.build(n_threads)
@@ -318,9 +318,9 @@ def _time_contenders(
                 for contender, stepper in order:
                     with torch.no_grad():
                         stepper.reset()
-                        ms_rnn = _time_per_token(stepper.step_rnn, per_round, warmup)
+                        ms_rnn = time_per_token(stepper.step_rnn, per_round, warmup)
                         stepper.reset()
-                        ms_full = _time_per_token(stepper.step, per_round, warmup)
+                        ms_full = time_per_token(stepper.step, per_round, warmup)
                     key = (contender, n_threads)
                     samples.setdefault(key, [[], []])
                     samples[key][0].append(ms_rnn)
@@ -353,4 +353,4 @@ def _overhead_ms(model_type: str, depth: int) -> np.ndarray:
     outside the kernels' arithmetic (Python dispatch and kernel entry)."""
     tiny = synthetic_model(model_type, 1, [1] * depth, 2, 0.0)
     engine = Engine(tiny)
-    return _time_per_token(engine.step, [0, 1] * 300, 100)
+    return time_per_token(engine.step, [0, 1] * 300, 100)
