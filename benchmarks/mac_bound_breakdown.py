@@ -36,10 +36,10 @@ import numpy as np
 
 from dualsparse.architecture import Architecture
 from dualsparse.engine.bench import (
-    set_threads,
-    time_per_token,
     calibrate_thresholds,
+    set_threads,
     synthetic_model,
+    time_per_token,
 )
 from dualsparse.engine.dense_baselines import AWD_LSTM, DenseStepper
 from dualsparse.engine.format import ExportedModel, weight_sparsity
