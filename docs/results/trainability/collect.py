@@ -1,6 +1,8 @@
-"""Table of the trainability study: per setting and seed, the validation perplexity after
+"""Tables of the trainability study: per setting and seed, the validation perplexity after
 training (last 'epoch' line of metrics.jsonl), the unigram reference, and per layer the
-activity and the fraction of units active at every position (activity-valid.json)."""
+activity and the fraction of units active at every position (activity-valid.json); the
+paper-size runs (item 4) with their learning curves, and a figure of all learning curves
+(curves.png, beside this script, when matplotlib is installed)."""
 
 import json
 import math
@@ -32,6 +34,8 @@ order = [
     if line.strip() and not line.startswith("#")
 ]
 order = list(dict.fromkeys(order))
+paper = [name for name in order if name.startswith("paper-")]
+order = [name for name in order if name not in paper]
 rows = defaultdict(list)
 for name in order:
     for run in sorted((root / "runs").glob(f"{name}-s*")):
@@ -88,3 +92,64 @@ for name in order:
     for seed, *_, curve in rows[name]:
         if len(curve) > 1:
             print(f"- {name} seed {seed}: " + " → ".join(f"{p:.1f}" for p in curve))
+
+
+def records(run):
+    """Validation records of a run in order; the last record per position wins."""
+    by_position = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("valid_ppl") is not None and rec.get("event") != "progress":
+            by_position[rec["epoch"]] = rec
+    return [by_position[k] for k in sorted(by_position)]
+
+
+print("\nPaper-size presets on Brown, in chunks of 8.33 minutes (a validation closes each):\n")
+print("| preset | seed | epochs trained | minutes | valid ppl per chunk | / unigram | activity |")
+print("|---|---|---|---|---|---|---|")
+curves = {}
+for name in paper:
+    for run in sorted((root / "runs").glob(f"{name}-s*")):
+        if run.suffix or not (run / ".study-done").exists():
+            continue
+        recs = records(run)
+        curves[run.name] = [(r["elapsed_seconds"] / 60, r["valid_ppl"]) for r in recs]
+        act = run / "activity-valid.json"
+        activity = "-"
+        if act.exists():
+            activity = fmt(layer["activity"] for layer in json.loads(act.read_text())["layers"])
+        last = recs[-1]
+        cells = [
+            name,
+            run.name.rsplit("-s", 1)[1],
+            f"{last['epoch']:.2f}",
+            f"{last['elapsed_seconds'] / 60:.1f}",
+            " → ".join(f"{r['valid_ppl']:.1f}" for r in recs),
+            f"{last['valid_ppl'] / unigram:.3f}",
+            activity,
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    sys.exit(0)
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+for name in order:
+    for seed, *_, curve in rows[name]:
+        if len(curve) > 1:
+            left.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{name} s{seed}")
+left.axhline(unigram, color="grey", linestyle="--", label="unigram")
+left.set(xlabel="epoch", ylabel="validation perplexity", title="runs longer than one epoch")
+left.legend(fontsize=7)
+for label, curve in curves.items():
+    right.plot(*zip(*curve, strict=True), marker="o", label=label)
+right.axhline(unigram, color="grey", linestyle="--", label="unigram")
+right.set(xlabel="minutes of training", ylabel="validation perplexity", title="paper-size presets")
+right.set_yscale("log")
+right.legend(fontsize=7)
+fig.tight_layout()
+fig.savefig(Path(__file__).with_name("curves.png"), dpi=110)

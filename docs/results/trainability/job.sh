@@ -1,27 +1,60 @@
 #!/usr/bin/env bash
-# One job of the trainability study: NAME SEED [key=value overrides...].
-# Resumable: a stopped run is resumed; markers .study-trained / .study-done in the run.
-# STUDY_DIR: where runs/ and logs/ go (default: the current directory, which holds base.yaml);
-# BROWN: the Brown corpus directory (default ../shared/data/brown).
+# One study job: NAME SEED [overrides...]; resumable; markers in runs/NAME-sSEED/.
 set -u
-root=${STUDY_DIR:-$PWD}
-data=${BROWN:-../shared/data/brown}
+cd /work/runs/trainability
+export PYTHONPATH=/work/runs/study-code/src OMP_NUM_THREADS=1
 name=$1; seed=$2; shift 2
 sets=(); for kv in "$@"; do sets+=(--set "$kv"); done
-run=$root/runs/$name-s$seed
-log=$root/logs/$name-s$seed.txt
-mkdir -p "$root/logs" "$root/runs"
+run=runs/$name-s$seed
+log=logs/$name-s$seed.txt
+mkdir -p logs
 [ -e "$run/.study-done" ] && exit 0
+if [[ $name == cs-* ]]; then
+  # Item 5: cpu-small-egru (as at study-code-head) for 2 epochs, with the overrides of the queue line.
+  export PYTHONPATH=/work/runs/study-code-head/src
+  if [ ! -e "$run/.study-trained" ]; then
+    mkdir -p "$run.meta"; (cd /work/runs/study-code-head && git rev-parse HEAD) >> "$run.meta/commits"
+    if [ -e "$run/config.json" ] && [ -d "$run/checkpoints" ]; then
+      nice -n 19 python -m dualsparse train --resume "$run" --no-progress >> "$log" 2>&1 || exit 1
+    else
+      rm -rf "$run"
+      nice -n 19 python -m dualsparse train --preset cpu-small-egru --data /work/shared/data/brown --out "$run" --seed "$seed" --set train.epochs=2 --set train.threads=1 "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
+    fi
+    touch "$run/.study-trained"
+  fi
+  nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data /work/shared/data/brown > "$run/activity-valid.json" 2>> "$log" || exit 1
+  touch "$run/.study-done"; exit 0
+fi
+if [[ $name == paper-* ]]; then
+  # Item 4 (at nice -2: ahead of other work on the machine, which would starve a wall-clock budget): a shipped paper-size preset as it stands at study-code-head, 25 minutes in three
+  # chunks of 8.33 minutes, each bounding its own closing validation; metrics.jsonl holds a learning curve.
+  export PYTHONPATH=/work/runs/study-code-head/src
+  mkdir -p "$run.meta"; (cd /work/runs/study-code-head && git rev-parse HEAD) >> "$run.meta/commits"
+  touch "$run.meta/chunks"
+  while [ "$(wc -l < "$run.meta/chunks")" -lt ${CHUNKS:-3} ]; do
+    if [ -d "$run/checkpoints" ]; then
+      nice -n -2 python -m dualsparse train --resume "$run" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
+    else
+      rm -rf "$run"
+      nice -n -2 python -m dualsparse train --preset "$name" --data /work/shared/data/brown --out "$run" --seed "$seed" --set train.threads=1 "${sets[@]}" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
+    fi
+    date -u +%FT%TZ >> "$run.meta/chunks"
+  done
+  touch "$run/.study-trained"
+  if [[ $name == *-egru ]]; then
+    nice -n -2 python -m dualsparse activity "$run" --split valid --no-plots --json --data /work/shared/data/brown > "$run/activity-valid.json" 2>> "$log" || exit 1
+  fi
+  touch "$run/.study-done"; exit 0
+fi
 if [ ! -e "$run/.study-trained" ]; then
+  mkdir -p "$run.meta"; (cd /work/runs/study-code && git rev-parse HEAD) >> "$run.meta/commits"
   if [ -e "$run/config.json" ] && [ -d "$run/checkpoints" ]; then
     nice -n 19 python -m dualsparse train --resume "$run" --no-progress >> "$log" 2>&1 || exit 1
   else
     rm -rf "$run"
-    nice -n 19 python -m dualsparse train --config "$root/base.yaml" --data "$data" --out "$run" \
-      --seed "$seed" "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
+    nice -n 19 python -m dualsparse train --config base.yaml --data /work/shared/data/brown --out "$run" --seed "$seed" "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
   fi
   touch "$run/.study-trained"
 fi
-nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data "$data" \
-  > "$run/activity-valid.json" 2>> "$log" || exit 1
+nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data /work/shared/data/brown > "$run/activity-valid.json" 2>> "$log" || exit 1
 touch "$run/.study-done"
