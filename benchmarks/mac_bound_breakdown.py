@@ -37,12 +37,13 @@ import numpy as np
 from dualsparse.architecture import Architecture
 from dualsparse.engine.bench import (
     calibrate_thresholds,
+    model_summary,
     set_threads,
     synthetic_model,
     time_per_token,
 )
 from dualsparse.engine.dense_baselines import AWD_LSTM, DenseStepper
-from dualsparse.engine.format import ExportedModel, weight_sparsity
+from dualsparse.engine.format import ExportedModel
 from dualsparse.engine.kernels import MACS_INPUT
 from dualsparse.engine.runtime import Engine
 
@@ -128,14 +129,7 @@ def measure(
     for token in stream:
         engine.step_rnn(token)
     return {
-        "model": {
-            "type": model.model_type,
-            "emb_size": model.emb_size,
-            "hidden_sizes": model.hidden_sizes,
-            "vocab_size": model.vocab_size,
-            "weight_sparsity": weight_sparsity(model),
-            "layer_activity": engine.counts()["layer_activity"],
-        },
+        "model": model_summary(model, engine),
         "input_table": input_table,
         "tokens": tokens,
         "warmup": warmup,

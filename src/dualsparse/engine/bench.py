@@ -96,6 +96,19 @@ def calibrate_thresholds(
     return [float(model.dense[f"layer{i}.threshold"][0]) for i in range(len(model.hidden_sizes))]
 
 
+def model_summary(model, engine) -> dict[str, Any]:
+    """What a benchmark result says of its model: sizes, weight sparsity, and the activity
+    per layer the engine saw over the tokens it stepped."""
+    return {
+        "type": model.model_type,
+        "emb_size": model.emb_size,
+        "hidden_sizes": model.hidden_sizes,
+        "vocab_size": model.vocab_size,
+        "weight_sparsity": weight_sparsity(model),
+        "layer_activity": engine.counts()["layer_activity"],
+    }
+
+
 def time_per_token(step, tokens: list[int], warmup: int) -> np.ndarray:
     for token in tokens[:warmup]:
         step(token)
@@ -199,14 +212,7 @@ def run_benchmark(
     matrices = model.matrices.values()
     row_dicts = _with_speedups([r.to_dict() for r in rows], model.model_type)
     return {
-        "model": {
-            "type": model.model_type,
-            "emb_size": model.emb_size,
-            "hidden_sizes": model.hidden_sizes,
-            "vocab_size": model.vocab_size,
-            "weight_sparsity": weight_sparsity(model),
-            "layer_activity": engine.counts()["layer_activity"],
-        },
+        "model": model_summary(model, engine),
         "sparse_weight_bytes": {
             "values": sum(int(m.values.nbytes) for m in matrices),
             "indices": sum(int(m.row_indices.nbytes + m.col_ptr.nbytes) for m in matrices),
