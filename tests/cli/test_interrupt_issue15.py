@@ -19,9 +19,12 @@ import pytest
 SCRIPT = Path(sys.executable).with_name("dualsparse")  # what pip installed for the entry point
 EVALUATE = [sys.executable, "-X", "importtime", "-m", "dualsparse", "evaluate", "/no/such/run"]
 PRESETS = [sys.executable, "-X", "importtime", str(SCRIPT), "presets"]
-# evaluate imports torch (most of its first seconds), then fails with exit 2; presets
-# through pip's script is over in well under a second, so its last delay hits its exit
-CASES = [(EVALUATE, d) for d in (0.0, 0.15, 0.4, 0.8, 1.4)] + [(PRESETS, d) for d in (0, 0.1, 0.4)]
+# evaluate imports torch (most of its first seconds, ~1.4 s), then fails with exit 2: ten
+# Ctrl-Cs spread over that import (before the fix of _interrupt about one in four inside it
+# ended in exit -2 or -6); presets through pip's script is over in well under a second, so
+# its last delay hits its exit
+EVALUATE_DELAYS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05, 1.2, 1.4)
+CASES = [(EVALUATE, d) for d in EVALUATE_DELAYS] + [(PRESETS, d) for d in (0, 0.1, 0.4)]
 
 
 def interrupted_after_dualsparse_loads(command: list[str], delay: float) -> tuple[int, str]:
@@ -68,3 +71,38 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(command, delay):
         assert err == "interrupted\n"
     else:  # the command was over before the signal: its own ending, untouched
         assert (rc, err) in ((0, ""), (2, err)) and err.count("\n") <= 1, (rc, err)
+
+
+DEFERRED = """
+import os, signal, sys, time
+from pathlib import Path
+from dualsparse.cli import _interrupt
+signal.signal(signal.SIGINT, _interrupt)
+module = Path(sys.argv[1]) / "slow_import.py"
+module.write_text(
+    "import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(0.3)\\n"
+)
+sys.path.insert(0, sys.argv[1])
+start = time.monotonic()
+import slow_import  # the Ctrl-C inside it must not break the import
+imported = time.monotonic() - start
+try:
+    while time.monotonic() - start < 5:
+        time.sleep(0.01)
+    print("never interrupted")
+except KeyboardInterrupt:
+    print(f"imported after {imported:.2f} s, interrupted after {time.monotonic() - start:.2f} s")
+"""
+
+
+def test_a_ctrl_c_inside_an_import_is_deferred_until_the_import_is_over(tmp_path):
+    """The handler the program runs under: no KeyboardInterrupt inside the import (the 0.3 s
+    sleep completes), then one in ordinary code at most a retry interval later."""
+    out = subprocess.run(
+        [sys.executable, "-c", DEFERRED, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stderr == "", out
+    words = out.stdout.split()
+    assert words[:2] == ["imported", "after"], out.stdout
+    imported, interrupted = float(words[2]), float(words[6])
+    assert imported >= 0.3 and 0 <= interrupted - imported < 1.0, out.stdout

@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import sys
+import threading
 
 # pip's `dualsparse` script runs a line of its own between importing this module and
 # calling main (outside any guard of ours): started so, a Ctrl-C is held until main runs.
@@ -19,6 +20,24 @@ _HELD_INTERRUPTS: list[int] = []
 
 def _hold_interrupt(signum, _frame) -> None:
     _HELD_INTERRUPTS.append(signum)
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGINT while the program runs a command: KeyboardInterrupt, as Python's own handler
+    raises, but never inside an import. Importing torch runs Python callbacks from C++
+    (pybind11); a KeyboardInterrupt raised in one either aborts the process (C++'s
+    terminate, exit -6) or, escaping a nested PyRun_String, makes the interpreter kill
+    itself with SIGINT at exit after the command said "interrupted" (exit -2; 6 of 27
+    Ctrl-Cs spread over torch's import). There the signal is sent again 50 ms later,
+    until the import is over."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            retry = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            retry.daemon = True
+            retry.start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 if (
@@ -75,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ``python -m dualsparse``), which ignores Ctrl-C once the command is over: what is left
     is Python's exit, where an interrupt would print a traceback."""
     try:
-        if signal.getsignal(signal.SIGINT) is _hold_interrupt:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if argv is None or signal.getsignal(signal.SIGINT) is _hold_interrupt:
+            signal.signal(signal.SIGINT, _interrupt)
         if _HELD_INTERRUPTS:
             raise KeyboardInterrupt
         code = _command(argv)
