@@ -141,3 +141,26 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The modules that take a minute or more, run first: with pytest-xdist's --dist loadfile
+# (pyproject's addopts) each worker takes whole modules in collection order, so a long
+# module collected last would leave the other workers idle while it runs.
+SLOW_MODULES_FIRST = (
+    "tests/test_demo.py",
+    "tests/reports/test_report.py",
+    "tests/training/test_distributed.py",
+    "tests/sweeps/test_runner.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return (
+            SLOW_MODULES_FIRST.index(path)
+            if path in SLOW_MODULES_FIRST
+            else len(SLOW_MODULES_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: the order within each rank stays as collected

@@ -83,10 +83,43 @@ def test_sweep_made_every_run(study):
     assert prune["start_sparsity"] == pytest.approx(0.5, abs=2e-3)
 
 
-def test_report_table_matches_the_results(study, tmp_path):
-    out = tmp_path / "report"
-    assert main(["report", str(study / "sweep"), "--out", str(out)]) == 0
-    with (out / "table.csv").open(encoding="utf-8") as handle:
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory) -> Path:
+    """`dualsparse report` of a copy of the sweep with one `dualsparse bench --json` result
+    in its bench/ folder (one report serves the table, file and bench tests)."""
+    root = tmp_path_factory.mktemp("report")
+    run = study / "sweep" / "runs" / "egru-wd0.1-bd0-s1-p80"
+    export = root / "export"
+    assert main(["export", str(run), str(export)]) == 0
+    bench = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dualsparse",
+            "bench",
+            str(export),
+            "--json",
+            "--tokens",
+            "40",
+            "--threads",
+            "1",
+            "--peers",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    sweep_copy = root / "sweep"
+    shutil.copytree(study / "sweep", sweep_copy)
+    (sweep_copy / "bench").mkdir()
+    (sweep_copy / "bench" / "egru-p80.json").write_text(bench.stdout)
+    assert main(["report", str(sweep_copy), "--out", str(root / "r")]) == 0
+    return root / "r"
+
+
+def test_report_table_matches_the_results(study, report):
+    with (report / "table.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     results = _results(study)
     by_cell = {(r["model"], r["weight decay"], r["target sparsity"]): r for r in rows}
@@ -117,60 +150,33 @@ def test_report_table_matches_the_results(study, tmp_path):
     assert by_cell[("LSTM", "0.1", "0.00")]["activity (valid)"] == "1.000 / 1.000"
 
 
-def test_report_files_and_html_is_self_contained(study, tmp_path):
-    paths = write_report(study / "sweep", tmp_path / "r")
+def test_report_files_and_html_is_self_contained(report):
     for stem in ("fig1_ppl_vs_macs", "fig2_weight_decay", "fig4_neuron_activity"):
-        assert (tmp_path / "r" / f"{stem}.png").stat().st_size > 1000
-        assert (tmp_path / "r" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
-    page = paths["html"].read_text(encoding="utf-8")
+        assert (report / f"{stem}.png").stat().st_size > 1000
+        assert (report / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    page = (report / "report.html").read_text(encoding="utf-8")
     # figures 1, 2, 4, 5, and the study figures this sweep has runs for: Fig. 1C/D, 2C/D,
     # the weight-decay trade-off, Fig. 4 and 5 per weight decay, the learning curves
     assert page.count("data:image/png;base64,") == 10
     assert not re.search(r'src="(?!data:)', page)  # nothing fetched from elsewhere
-    md = paths["markdown"].read_text(encoding="utf-8")
+    md = (report / "report.md").read_text(encoding="utf-8")
     assert "Published: Table 2 (Penn Treebank)" in md
     # the published rows are drawn from the shipped CSV, not retyped
     ptb = paper_rows("ptb")
     egru85 = next(r for r in ptb if r.model == "egru" and r.weight_sparsity == 0.85)
     assert f"| EGRU | 0.85 | {egru85.macs_millions:g} |" in md
-    independence = list(csv.DictReader((tmp_path / "r" / "independence.csv").open()))
+    independence = list(csv.DictReader((report / "independence.csv").open()))
     for row in independence:
         if row["model"] == "LSTM":  # every LSTM input is nonzero: the estimate is exact
             assert float(row["exact / estimate"]) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_report_with_a_bench_result(study, tmp_path):
-    run = study / "sweep" / "runs" / "egru-wd0.1-bd0-s1-p80"
-    export = tmp_path / "export"
-    assert main(["export", str(run), str(export)]) == 0
-    bench = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dualsparse",
-            "bench",
-            str(export),
-            "--json",
-            "--tokens",
-            "40",
-            "--threads",
-            "1",
-            "--peers",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    sweep_copy = tmp_path / "sweep"
-    subprocess.run(["cp", "-r", str(study / "sweep"), str(sweep_copy)], check=True)
-    (sweep_copy / "bench").mkdir()
-    (sweep_copy / "bench" / "egru-p80.json").write_text(bench.stdout)
-    paths = write_report(sweep_copy)
-    rows = list(csv.DictReader(paths["bench_csv"].open()))
+def test_report_with_a_bench_result(report):
+    rows = list(csv.DictReader((report / "bench.csv").open()))
     assert rows and all(r["threads"] == "1" for r in rows)
     assert "0.80" in rows[0]["weight sparsity"]
-    assert "Measured inference speed" in paths["markdown"].read_text()
+    assert "Measured inference speed" in (report / "report.md").read_text()
+    assert (report / "bench_awd_lstm.csv").is_file()
 
 
 def test_report_lists_runs_that_did_not_finish_and_can_leave_out_the_paper(study, tmp_path):
