@@ -36,8 +36,10 @@ order = [
 order = list(dict.fromkeys(order))
 paper = [name for name in order if name.startswith("paper-")]
 order = [name for name in order if name not in paper]
+item5 = [name for name in order if name.startswith("cs-")]  # cpu-small-egru, 2 epochs
+order = [name for name in order if name not in item5]
 rows = defaultdict(list)
-for name in order:
+for name in order + item5:
     for run in sorted((root / "runs").glob(f"{name}-s*")):
         if run.suffix or not (run / ".study-done").exists():
             continue
@@ -93,6 +95,14 @@ for name in order:
         if len(curve) > 1:
             print(f"- {name} seed {seed}: " + " → ".join(f"{p:.1f}" for p in curve))
 
+print("\nItem 5, cpu-small-egru (emb 200, 512/256) for 2 epochs, seed 1:\n")
+print("| run | valid ppl after epoch 1 → 2 | / unigram | activity | always active | never active |")
+print("|---|---|---|---|---|---|")
+for name in item5:
+    for seed, ppl, a, always, dead, curve in rows[name]:
+        cells = [f"{name} s{seed}", " → ".join(f"{p:.1f}" for p in curve), f"{ppl / unigram:.3f}"]
+        print("| " + " | ".join(cells + [fmt(a), fmt(always), fmt(dead)]) + " |")
+
 
 def records(run):
     """Validation records of a run in order; the last record per position wins."""
@@ -138,7 +148,7 @@ try:
 except ImportError:
     sys.exit(0)
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-for name in order:
+for name in order + item5:
     for seed, *_, curve in rows[name]:
         if len(curve) > 1:
             left.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{name} s{seed}")

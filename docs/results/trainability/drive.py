@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 root = Path(os.environ.get("STUDY_DIR", os.getcwd()))
+(root / "runs").mkdir(exist_ok=True)
 
 
 def jobs():
