@@ -1,5 +1,5 @@
 """What the study figures and the findings read from a sweep's results records
-(``results/NAME.json``: the job's meta from ``sweeps.spec.Job.meta`` plus the
+(``results/NAME.json``: the job's meta from ``sweeps.job.Job.meta`` plus the
 measurements of ``sweeps.measure``).
 
 Sweeps made before the pruning grid lack ``prune_steps``, ``finetune_lr`` and

@@ -22,7 +22,8 @@ from typing import Any
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import atomic_write_text, read_json
 from dualsparse.sweeps.executors import LocalExecutor, RayExecutor
-from dualsparse.sweeps.spec import Job, SweepSpec
+from dualsparse.sweeps.job import Job
+from dualsparse.sweeps.spec import SweepSpec
 from dualsparse.sweeps.steps import MeasureStep, PruneStep, Step, TrainStep
 from dualsparse.training.guards import run_lock
 

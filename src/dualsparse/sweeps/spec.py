@@ -43,8 +43,7 @@ chained spec without grids names its runs as before.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,9 @@ import yaml
 
 from dualsparse.config import apply_overrides, resolve_config
 from dualsparse.errors import DualsparseError
+from dualsparse.sweeps.job import Job
+from dualsparse.sweeps.pruning_grid import prune_jobs, prune_settings
+from dualsparse.sweeps.values import fmt, number, numbers, unknown_keys
 
 TOP_KEYS = {
     "name",
@@ -76,8 +78,6 @@ GROUP_KEYS = {
     "sparsity",
     "prune",
 }
-PRUNE_KEYS = {"steps", "finetune_epochs", "chain", "lr", "targets"}
-TARGET_KEYS = {"steps", "finetune_epochs", "lr"}  # what prune.targets may set per target
 # What ``dualsparse report`` can draw; a spec's ``figures:`` names some of them.
 FIGURES = (
     "activity-vs-sparsity",
@@ -87,53 +87,6 @@ FIGURES = (
     "learning-curves",
 )
 MEASURE_DEFAULTS = {"test_batch_size": 1, "macs_batch_size": 1, "activity_batch_size": 10}
-
-
-@dataclass
-class Job:
-    """One run of the sweep: train a dense model, or prune ``source`` to ``sparsity``."""
-
-    name: str
-    kind: str  # "train" | "prune"
-    group: str
-    model: str  # egru | lstm | gru
-    seed: int
-    weight_decay: float
-    bias_decay: float
-    sparsity: float  # target; 0 for a dense run
-    preset: str | None = None
-    config: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    source: str | None = None  # the job this one prunes
-    prune: dict[str, Any] = field(default_factory=dict)  # steps, finetune_epochs, lr
-    chained: bool = False  # pruned from the previous target's run (not the dense run)
-
-    def meta(self) -> dict[str, Any]:
-        """What the report groups by."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "group": self.group,
-            "model": self.model,
-            "seed": self.seed,
-            "weight_decay": self.weight_decay,
-            "bias_decay": self.bias_decay,
-            "target_sparsity": self.sparsity,
-            "source": self.source,
-            "prune_steps": self.prune.get("steps", 0),
-            "finetune_lr": self.prune.get("lr"),  # None: prune's default for the target
-            "chained": self.chained,
-        }
-
-    def definition(self) -> tuple:
-        return (
-            self.kind,
-            self.preset,
-            self.config,
-            tuple(self.overrides),
-            self.source,
-            tuple(sorted(self.prune.items())),
-        )
 
 
 @dataclass
@@ -180,53 +133,10 @@ def load_spec(spec: str | Path) -> SweepSpec:
     )
 
 
-def _number(value: Any, where: str, kind=float) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DualsparseError(f"{where}: expected a number, got {value!r}")
-    if kind is int and (not float(value).is_integer()):
-        raise DualsparseError(f"{where}: expected an integer, got {value!r}")
-    if not math.isfinite(value):
-        raise DualsparseError(f"{where}: {value!r} is not finite")
-    return kind(value)
-
-
-def _numbers(value: Any, where: str, kind=float, default=None) -> list:
-    if value is None:
-        if default is None:
-            raise DualsparseError(f"{where} is missing; give a list, e.g. [1, 2]")
-        return default
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise DualsparseError(f"{where} is empty; give at least one value")
-    out = [_number(v, f"{where}[{i}]", kind) for i, v in enumerate(values)]
-    if len(set(out)) != len(out):
-        raise DualsparseError(f"{where} repeats a value: {values}")
-    return out
-
-
-def _unknown(mapping: dict, allowed: set[str], where: str) -> None:
-    extra = set(mapping) - allowed
-    if extra:
-        raise DualsparseError(
-            f"{where}: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(allowed))}"
-        )
-
-
-def fmt(value: float) -> str:
-    """A number as it appears in run names: 0.01 → '0.01', 0.0 → '0', 1e-4 → '0.0001'.
-
-    Values that six decimals do not hold keep all their digits (1.2e-6 → '1.2e-06'):
-    otherwise AWD-LSTM's weight decay 1.2e-6 would be named like 1e-6, and 1e-7 like 0."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".") or "0"
-    if abs(float(text) - value) > 1e-9 * max(1.0, abs(value)):
-        return repr(value)
-    return text
-
-
 def parse_spec(data: Any, source: str, base: Path | None) -> SweepSpec:
     if not isinstance(data, dict):
         raise DualsparseError(f"{source}: expected a mapping with name: and groups:")
-    _unknown(data, TOP_KEYS, source)
+    unknown_keys(data, TOP_KEYS, source)
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise DualsparseError(f"{source}: give the sweep a name: (a short word)")
@@ -239,13 +149,13 @@ def parse_spec(data: Any, source: str, base: Path | None) -> SweepSpec:
     given = data.get("measure") or {}
     if not isinstance(given, dict):
         raise DualsparseError(f"{source}: measure: must be a mapping")
-    _unknown(given, set(MEASURE_DEFAULTS), f"{source}: measure")
+    unknown_keys(given, set(MEASURE_DEFAULTS), f"{source}: measure")
     for key, value in given.items():
-        measure[key] = _number(value, f"{source}: measure.{key}", int)
+        measure[key] = number(value, f"{source}: measure.{key}", int)
         if measure[key] < 1:
             raise DualsparseError(f"{source}: measure.{key} must be >= 1")
-    threads = _number(data.get("threads", 1), f"{source}: threads", int)
-    jobs = _number(data.get("jobs", 1), f"{source}: jobs", int)
+    threads = number(data.get("threads", 1), f"{source}: threads", int)
+    jobs = number(data.get("jobs", 1), f"{source}: jobs", int)
     if threads < 1 or jobs < 1:
         raise DualsparseError(f"{source}: threads and jobs must be >= 1")
     groups = data.get("groups")
@@ -290,123 +200,10 @@ def _figures(value: Any, source: str) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def _steps_grid(value: Any, where: str) -> list[int]:
-    steps = _numbers(value, where, int, [1])
-    if min(steps) < 1:
-        raise DualsparseError(f"{where}: pruning steps must be >= 1 (1 = one-shot), got {steps}")
-    return steps
-
-
-def _lr_grid(value: Any, where: str) -> list[float | None]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise DualsparseError(f"{where} is empty; give null (prune's default) or a rate")
-    rates = [None if v is None else _number(v, f"{where}[{i}]") for i, v in enumerate(values)]
-    if any(r is not None and r <= 0 for r in rates):
-        raise DualsparseError(
-            f"{where}: fine-tuning rates must be > 0 (or null for prune's default), got {values}"
-        )
-    if len(set(rates)) != len(rates):
-        raise DualsparseError(f"{where} repeats a value: {values}")
-    return rates
-
-
-def _grid(settings: dict, inherited: dict, where: str) -> list[dict[str, Any]]:
-    """The (steps × lr) combinations of one target, each a PruneStep's options."""
-    settings = {**inherited, **settings}
-    epochs = _number(settings.get("finetune_epochs", 1), f"{where}.finetune_epochs", int)
-    if epochs < 0:
-        raise DualsparseError(f"{where}.finetune_epochs must be >= 0")
-    return [
-        {"steps": steps, "finetune_epochs": epochs, "lr": lr}
-        for steps in _steps_grid(settings.get("steps"), f"{where}.steps")
-        for lr in _lr_grid(settings.get("lr"), f"{where}.lr")
-    ]
-
-
-def _prune_settings(
-    group: dict, targets: list[float], where: str
-) -> tuple[dict[float, list[dict[str, Any]]], list[bool]]:
-    """A group's ``prune:`` section: per target, the (steps × lr) grid of prune options,
-    and the series to build: chained (each target pruned from the previous target's run
-    of the same combination) and/or unchained (each from the dense run)."""
-    prune = dict(group.get("prune") or {})
-    _unknown(prune, PRUNE_KEYS, f"{where}: prune")
-    chains = prune.get("chain", True)
-    chains = chains if isinstance(chains, list) else [chains]
-    flags = bool(chains) and all(isinstance(c, bool) for c in chains)
-    if not flags or len(set(chains)) != len(chains):
-        raise DualsparseError(f"{where}: prune.chain must be true, false or [true, false]")
-    per_target = prune.pop("targets", None) or {}
-    if not isinstance(per_target, dict):
-        raise DualsparseError(f"{where}: prune.targets must map a target to its settings")
-    plans = {}
-    for target in targets:
-        given = per_target.get(target) or {}
-        if not isinstance(given, dict):
-            raise DualsparseError(f"{where}: prune.targets.{fmt(target)} must be a mapping")
-        label = f"{where}: prune.targets.{fmt(target)}" if given else f"{where}: prune"
-        _unknown(given, TARGET_KEYS, label)
-        plans[target] = _grid(given, prune, label)
-    stray = [t for t in per_target if t not in plans]
-    if stray:
-        raise DualsparseError(
-            f"{where}: prune.targets names {stray}, which are not among sparsity: {targets}; "
-            "add them there"
-        )
-    if True in chains and targets:
-        first = [(o["steps"], o["lr"]) for o in plans[targets[0]]]
-        grids = [[(o["steps"], o["lr"]) for o in plans[t]] for t in targets]
-        if not all(g == first for g in grids) and {len(g) for g in grids} != {1}:
-            raise DualsparseError(
-                f"{where}: a chain runs one (steps, lr) combination through every target, "
-                "but prune.targets gives the targets different grids; give every target the "
-                "same grid, or one combination each, or use chain: false"
-            )
-    return plans, chains
-
-
-def _prune_jobs(
-    dense: Job, targets: list[float], plans: dict, chains: list[bool], threads: int
-) -> list[Job]:
-    """The pruned runs of one dense run: per chain flag, one chain per combination
-    (chained) or every (target, combination) from the dense run (unchained)."""
-    jobs = []
-    for chained in chains:
-        if chained:
-            width = len(plans[targets[0]]) if targets else 0
-            series = [[(t, plans[t][i]) for t in targets] for i in range(width)]
-        else:
-            series = [[(t, opts)] for t in targets for opts in plans[t]]
-        for line in series:
-            previous = dense
-            for target, opts in line:
-                name = f"{dense.name}-p{fmt(100 * target)}"
-                name += f"-k{opts['steps']}" if opts["steps"] != 1 else ""
-                name += f"-lr{fmt(opts['lr'])}" if opts["lr"] is not None else ""
-                job = Job(
-                    name=name + ("" if chained else "-u"),
-                    kind="prune",
-                    group=dense.group,
-                    model=dense.model,
-                    seed=dense.seed,
-                    weight_decay=dense.weight_decay,
-                    bias_decay=dense.bias_decay,
-                    sparsity=target,
-                    source=previous.name,
-                    prune=dict(opts),
-                    overrides=[f"train.threads={threads}"],
-                    chained=chained,
-                )
-                jobs.append(job)
-                previous = job
-    return jobs
-
-
 def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> list[Job]:
     if not isinstance(group, dict):
         raise DualsparseError(f"{where}: expected a mapping (name:, preset:, seeds: …)")
-    _unknown(group, GROUP_KEYS, where)
+    unknown_keys(group, GROUP_KEYS, where)
     gname = group.get("name")
     if not isinstance(gname, str) or not gname.replace("-", "").replace("_", "").isalnum():
         raise DualsparseError(f"{where}: name: must be a word like egru or lstm-awd")
@@ -420,18 +217,18 @@ def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> li
         cfg = resolve_config(group.get("preset"), config, overrides)
     except DualsparseError as exc:
         raise DualsparseError(f"{where}: {exc}") from None
-    seeds = _numbers(group.get("seeds"), f"{where}: seeds", int)
-    wds = _numbers(
+    seeds = numbers(group.get("seeds"), f"{where}: seeds", int)
+    wds = numbers(
         group.get("weight_decay"), f"{where}: weight_decay", float, [cfg.train.weight_decay]
     )
-    bds = _numbers(group.get("bias_decay"), f"{where}: bias_decay", float, [cfg.train.bias_decay])
+    bds = numbers(group.get("bias_decay"), f"{where}: bias_decay", float, [cfg.train.bias_decay])
     if min(wds) < 0 or min(bds) < 0:
         raise DualsparseError(f"{where}: weight_decay and bias_decay must be >= 0")
-    targets = _numbers(group.get("sparsity"), f"{where}: sparsity", float, [0.0])
+    targets = numbers(group.get("sparsity"), f"{where}: sparsity", float, [0.0])
     if any(not 0.0 <= t < 1.0 for t in targets):
         raise DualsparseError(f"{where}: sparsity targets must be in [0, 1), e.g. [0.6, 0.8, 0.9]")
     targets = sorted(t for t in targets if t > 0)
-    plans, chains = _prune_settings(group, targets, where)
+    plans, chains = prune_settings(group, targets, where)
     jobs = []
     for wd in wds:
         for bd in bds:
@@ -461,5 +258,5 @@ def _expand_group(group: Any, where: str, base: Path | None, threads: int) -> li
                     overrides=full,
                 )
                 jobs.append(dense)
-                jobs.extend(_prune_jobs(dense, targets, plans, chains, threads))
+                jobs.extend(prune_jobs(dense, targets, plans, chains, threads))
     return jobs
