@@ -9,7 +9,7 @@ import pytest
 import torch
 from engine_helpers import export_fixture, random_model
 
-from dualsparse.engine import peers
+from dualsparse.engine import peer_graphs, peers
 from dualsparse.engine.dense_baselines import DenseStepper
 from dualsparse.engine.export import load_export
 
@@ -42,14 +42,14 @@ def exported(request, tmp_path_factory):
                 layer["threshold"].fill_(0.05)
         folder = tmp_path_factory.mktemp(f"{request.param}-{table}")
         graphs = {
-            part: peers.export_onnx(stepper, folder / f"{part}.onnx", part == "full")
+            part: peer_graphs.export_onnx(stepper, folder / f"{part}.onnx", part == "full")
             for part in ("rnn", "full")
         }
-        shapes = peers.state_shapes(request.param, HIDDEN)
+        shapes = peer_graphs.state_shapes(request.param, HIDDEN)
         out[table] = (stepper, _reference(stepper), graphs, shapes)
-        if request.param in peers.FUSED_OPS:
+        if request.param in peer_graphs.FUSED_OPS:
             out["fused", table] = {
-                part: peers.export_onnx(
+                part: peer_graphs.export_onnx(
                     stepper, folder / f"fused-{part}.onnx", part == "full", True
                 )
                 for part in ("rnn", "full")
@@ -84,13 +84,13 @@ def test_onnx_runtime_fused_operator_computes_the_dense_models_log_probs(
     table, which keeps the plain form."""
     _needs("onnxruntime")
     stepper, reference, _, shapes = exported[table]
-    if stepper.model_type not in peers.FUSED_OPS:
+    if stepper.model_type not in peer_graphs.FUSED_OPS:
         with pytest.raises(ValueError, match="no operator"):
-            peers.export_onnx(stepper, Path("unused.onnx"), False, fused=True)
+            peer_graphs.export_onnx(stepper, Path("unused.onnx"), False, fused=True)
         return
     onnx = pytest.importorskip("onnx")
     graphs = exported["fused", table]
-    op = peers.FUSED_OPS[stepper.model_type]
+    op = peer_graphs.FUSED_OPS[stepper.model_type]
     for path in graphs.values():
         ops = [node.op_type for node in onnx.load(path).graph.node]
         assert ops.count(op) == len(HIDDEN) - int(table)

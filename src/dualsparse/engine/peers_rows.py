@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dualsparse.engine import peers
+from dualsparse.engine import peer_graphs, peers
 from dualsparse.engine.bench_table import Contender
 from dualsparse.engine.dense_baselines import DenseStepper
 from dualsparse.engine.format import ExportedModel, weight_sparsity
@@ -53,18 +53,18 @@ def _onnx_contenders(
 ) -> list[Contender]:
     """The ONNX peers' rows for one dense model and table choice: ONNX Runtime (``run`` and
     I/O binding) and OpenVINO on the plain graph; for an LSTM or GRU also ONNX Runtime on
-    the graph with ONNX's fused operator (``peers.FUSED_OPS``), a row of its own."""
-    shapes = peers.state_shapes(
+    the graph with ONNX's fused operator (``peer_graphs.FUSED_OPS``), a row of its own."""
+    shapes = peer_graphs.state_shapes(
         stepper.model_type, [layer["h"].shape[0] for layer in stepper.layers]
     )
     forms = [("", "ONNX Runtime", False)]
-    op = peers.FUSED_OPS.get(stepper.model_type)
+    op = peer_graphs.FUSED_OPS.get(stepper.model_type)
     if "ONNX Runtime" in onnx_peers and op is not None:
         forms.append((f" {op} op", f"ONNX Runtime, {op} operator", True))
     builders = []
     for form, runtime, fused in forms:
         graphs = {
-            part: peers.export_onnx(
+            part: peer_graphs.export_onnx(
                 stepper,
                 Path(f"{stem}{'-fused' if fused else ''}-{part}.onnx"),
                 part == "full",
