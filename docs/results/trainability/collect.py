@@ -1,8 +1,13 @@
 """Tables of the trainability study: per setting and seed, the validation perplexity after
 training (last 'epoch' line of metrics.jsonl), the unigram reference, and per layer the
-activity and the fraction of units active at every position (activity-valid.json); the
-paper-size runs (item 4) with their learning curves, and a figure of all learning curves
-(curves.png, beside this script, when matplotlib is installed)."""
+activity and the fractions of units active at every position / never active
+(activity-valid.json); the cpu-small-egru runs (item 5) and the paper-size runs (item 4)
+with their learning curves, and a figure of the learning curves (curves.png, beside this
+script, when matplotlib is installed).
+
+Every finished run is also kept in runs.jsonl beside this script (one record per run, the
+run folder's values win over an older record of the same run), so runs whose folders are
+gone (a study folder lives outside the work tree) still count in the tables."""
 
 import json
 import math
@@ -14,6 +19,8 @@ from pathlib import Path
 
 root = Path(os.environ.get("STUDY_DIR", os.getcwd()))
 brown = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/brown")
+here = Path(__file__).resolve().parent
+store = here / "runs.jsonl"
 
 
 def tokens(path):
@@ -28,37 +35,84 @@ valid = list(tokens(brown / "valid.txt"))
 unigram = math.exp(-sum(math.log(counts[t] / total) for t in valid) / len(valid))
 print(f"unigram valid perplexity (train frequencies): {unigram:.1f}\n")
 
-order = [
-    line.split()[0]
-    for line in (root / "queue.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
+
+def validations(run):
+    """Validation records of a run in order; the last record per position wins."""
+    by_position = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("valid_ppl") is not None and rec.get("event") != "progress":
+            by_position[rec["epoch"]] = rec
+    return [by_position[k] for k in sorted(by_position)]
+
+
+def from_folder(run):
+    """The record of a finished run folder (runs/NAME-sSEED with .study-done)."""
+    setting, seed = run.name.rsplit("-s", 1)
+    kind = (
+        "paper" if setting.startswith("paper-") else "cs" if setting.startswith("cs-") else "small"
+    )
+    recs = validations(run) if kind == "paper" else []
+    if kind != "paper":
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        recs = [e for e in lines if e.get("event") == "epoch"]
+    record = {
+        "run": run.name,
+        "setting": setting,
+        "seed": int(seed),
+        "kind": kind,
+        "valid_ppl": recs[-1]["valid_ppl"],
+        "curve": [r["valid_ppl"] for r in recs],
+    }
+    if kind == "paper":
+        record["minutes"] = [r["elapsed_seconds"] / 60 for r in recs]
+        record["epochs"] = [r["epoch"] for r in recs]
+    act = run / "activity-valid.json"
+    if act.exists():
+        layers = json.loads(act.read_text())["layers"]
+        record["activity"] = [layer["activity"] for layer in layers]
+        record["always_active"] = [
+            layer["always_active_units"] / layer["units"] for layer in layers
+        ]
+        record["never_active"] = [layer["dead_units"] / layer["units"] for layer in layers]
+    commits = Path(f"{run}.meta") / "commits"
+    if commits.exists():
+        record["code"] = commits.read_text().split()[-1][:7]
+    record["source"] = "run folder"
+    return record
+
+
+records = {}
+if store.exists():
+    for line in store.read_text().splitlines():
+        rec = json.loads(line)
+        records[rec["run"]] = rec
+for run in sorted((root / "runs").glob("*-s*")):
+    if not run.suffix and (run / ".study-done").exists():
+        records[run.name] = from_folder(run)
+tmp = store.with_suffix(".tmp")
+tmp.write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+tmp.replace(store)
+
+# settings in queue order (queue.txt of the study folder, else the one beside this script)
+queue = root / "queue.txt" if (root / "queue.txt").exists() else here / "queue.txt"
+lines = [
+    line.split()[1:3] if line.startswith(("#done", "#later")) else line.split()[:2]
+    for line in queue.read_text().splitlines()
+    if line.strip() and (not line.startswith("#") or line.startswith(("#done", "#later")))
 ]
-order = list(dict.fromkeys(order))
-paper = [name for name in order if name.startswith("paper-")]
-order = [name for name in order if name not in paper]
-item5 = [name for name in order if name.startswith("cs-")]  # cpu-small-egru, 2 epochs
-order = [name for name in order if name not in item5]
-rows = defaultdict(list)
-for name in order + item5:
-    for run in sorted((root / "runs").glob(f"{name}-s*")):
-        if run.suffix or not (run / ".study-done").exists():
-            continue
-        if run.name.rsplit("-s", 1)[0] != name:
-            continue
-        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        last = [e for e in epochs if e.get("event") == "epoch"][-1]
-        act = json.loads((run / "activity-valid.json").read_text())
-        layers = act["layers"]
-        rows[name].append(
-            (
-                run.name.rsplit("-s", 1)[1],
-                last["valid_ppl"],
-                [line["activity"] for line in layers],
-                [line["always_active_units"] / line["units"] for line in layers],
-                [line["dead_units"] / line["units"] for line in layers],
-                [e["valid_ppl"] for e in epochs if e.get("event") == "epoch"],
-            )
-        )
+# seed 1 of every setting in queue order first, so settings keep the order they were planned in
+order = [
+    name for _, _, name in sorted((int(seed), i, name) for i, (name, seed) in enumerate(lines))
+]
+order = list(dict.fromkeys(order + sorted({r["setting"] for r in records.values()})))
+by_setting = defaultdict(list)
+for rec in sorted(records.values(), key=lambda r: r["seed"]):
+    by_setting[rec["setting"]].append(rec)
+small = [s for s in order if by_setting[s] and by_setting[s][0]["kind"] == "small"]
+one_epoch = [s for s in small if not s.endswith("-3ep")]
+item5 = [s for s in order if by_setting[s] and by_setting[s][0]["kind"] == "cs"]
+paper = [s for s in order if by_setting[s] and by_setting[s][0]["kind"] == "paper"]
 
 
 def fmt(xs):
@@ -69,74 +123,62 @@ def mean_layers(lists):
     return [statistics.mean(column) for column in zip(*lists, strict=True)]
 
 
-HEAD = "| setting | seed | valid ppl | / unigram | activity | always active | never active |"
-print(HEAD)
+def curve(rec):
+    return " → ".join(f"{p:.1f}" for p in rec["curve"])
+
+
+print("| setting | seed | valid ppl | / unigram | activity | always active | never active |")
 print("|---|---|---|---|---|---|---|")
-for name in order:
-    for seed, ppl, a, always, dead, _ in rows[name]:
-        cells = [name, seed, f"{ppl:.1f}", f"{ppl / unigram:.3f}", fmt(a), fmt(always), fmt(dead)]
+for name in one_epoch:
+    for r in by_setting[name]:
+        cells = [name, str(r["seed"]), f"{r['valid_ppl']:.1f}", f"{r['valid_ppl'] / unigram:.3f}"]
+        cells += [fmt(r["activity"]), fmt(r["always_active"]), fmt(r["never_active"])]
         print("| " + " | ".join(cells) + " |")
 
-print("\n| setting | seeds | valid ppl mean ± std | activity | always active | never active |")
+
+def summary(names):
+    print("| setting | seeds | valid ppl mean ± std | activity | always active | never active |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        runs = by_setting[name]
+        ppls = [r["valid_ppl"] for r in runs]
+        sd = f"{statistics.stdev(ppls):.1f}" if len(ppls) > 1 else "-"
+        means = [
+            fmt(mean_layers([r[k] for r in runs]))
+            for k in ("activity", "always_active", "never_active")
+        ]
+        cells = [name, str(len(ppls)), f"{statistics.mean(ppls):.1f} ± {sd}", *means]
+        print("| " + " | ".join(cells) + " |")
+
+
+print()
+summary(one_epoch)
+
+print("\nRuns longer than one epoch (validation perplexity after each epoch):\n")
+print("| run | valid ppl per epoch | / unigram | activity | always active | never active |")
 print("|---|---|---|---|---|---|")
-for name in order:
-    if not rows[name]:
-        continue
-    ppls = [r[1] for r in rows[name]]
-    sd = f"{statistics.stdev(ppls):.1f}" if len(ppls) > 1 else "-"
-    means = [fmt(mean_layers([r[k] for r in rows[name]])) for k in (2, 3, 4)]
-    print(
-        f"| {name} | {len(ppls)} | {statistics.mean(ppls):.1f} ± {sd} | " + " | ".join(means) + " |"
-    )
-
-print("\nLearning curves (validation perplexity after each epoch) of runs longer than one epoch:\n")
-for name in order:
-    for seed, *_, curve in rows[name]:
-        if len(curve) > 1:
-            print(f"- {name} seed {seed}: " + " → ".join(f"{p:.1f}" for p in curve))
-
-print("\nItem 5, cpu-small-egru (emb 200, 512/256) for 2 epochs, seed 1:\n")
-print("| run | valid ppl after epoch 1 → 2 | / unigram | activity | always active | never active |")
-print("|---|---|---|---|---|---|")
-for name in item5:
-    for seed, ppl, a, always, dead, curve in rows[name]:
-        cells = [f"{name} s{seed}", " → ".join(f"{p:.1f}" for p in curve), f"{ppl / unigram:.3f}"]
-        print("| " + " | ".join(cells + [fmt(a), fmt(always), fmt(dead)]) + " |")
-
-
-def records(run):
-    """Validation records of a run in order; the last record per position wins."""
-    by_position = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("valid_ppl") is not None and rec.get("event") != "progress":
-            by_position[rec["epoch"]] = rec
-    return [by_position[k] for k in sorted(by_position)]
-
+for name in [s for s in small if s.endswith("-3ep")] + item5:
+    for r in by_setting[name]:
+        cells = [f"{name} s{r['seed']}", curve(r), f"{r['valid_ppl'] / unigram:.3f}"]
+        cells += [fmt(r["activity"]), fmt(r["always_active"]), fmt(r["never_active"])]
+        print("| " + " | ".join(cells) + " |")
+if any(len(by_setting[s]) > 1 for s in item5):
+    print("\nItem 5 per setting (2 epochs):\n")
+    summary(item5)
 
 print("\nPaper-size presets on Brown, in chunks of 8.33 minutes (a validation closes each):\n")
 print("| preset | seed | epochs trained | minutes | valid ppl per chunk | / unigram | activity |")
 print("|---|---|---|---|---|---|---|")
-curves = {}
 for name in paper:
-    for run in sorted((root / "runs").glob(f"{name}-s*")):
-        if run.suffix or not (run / ".study-done").exists():
-            continue
-        recs = records(run)
-        curves[run.name] = [(r["elapsed_seconds"] / 60, r["valid_ppl"]) for r in recs]
-        act = run / "activity-valid.json"
-        activity = "-"
-        if act.exists():
-            activity = fmt(layer["activity"] for layer in json.loads(act.read_text())["layers"])
-        last = recs[-1]
+    for r in by_setting[name]:
         cells = [
             name,
-            run.name.rsplit("-s", 1)[1],
-            f"{last['epoch']:.2f}",
-            f"{last['elapsed_seconds'] / 60:.1f}",
-            " → ".join(f"{r['valid_ppl']:.1f}" for r in recs),
-            f"{last['valid_ppl'] / unigram:.3f}",
-            activity,
+            str(r["seed"]),
+            f"{r['epochs'][-1]:.2f}",
+            " / ".join(f"{m:.1f}" for m in r["minutes"]),
+            curve(r),
+            f"{r['valid_ppl'] / unigram:.3f}",
+            fmt(r["activity"]) if "activity" in r else "-",
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -145,21 +187,32 @@ try:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 except ImportError:
     sys.exit(0)
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-for name in order + item5:
-    for seed, *_, curve in rows[name]:
-        if len(curve) > 1:
-            left.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{name} s{seed}")
-left.axhline(unigram, color="grey", linestyle="--", label="unigram")
-left.set(xlabel="epoch", ylabel="validation perplexity", title="runs longer than one epoch")
-left.legend(fontsize=7)
-for label, curve in curves.items():
-    right.plot(*zip(*curve, strict=True), marker="o", label=label)
-right.axhline(unigram, color="grey", linestyle="--", label="unigram")
+fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+for name in small:
+    for r in by_setting[name]:
+        if len(r["curve"]) > 1:
+            left.plot(
+                range(1, len(r["curve"]) + 1), r["curve"], marker="o", label=f"{name} s{r['seed']}"
+            )
+left.set(xlabel="epoch", ylabel="validation perplexity", title="small EGRU, 3 epochs")
+for name in item5:
+    for r in by_setting[name]:
+        middle.plot(
+            range(1, len(r["curve"]) + 1), r["curve"], marker="o", label=f"{name} s{r['seed']}"
+        )
+middle.set(xlabel="epoch", ylabel="validation perplexity", title="cpu-small-egru variants (item 5)")
+for name in paper:
+    for r in by_setting[name]:
+        right.plot(r["minutes"], r["curve"], marker="o", label=f"{name} s{r['seed']}")
 right.set(xlabel="minutes of training", ylabel="validation perplexity", title="paper-size presets")
 right.set_yscale("log")
-right.legend(fontsize=7)
+for axes in (left, middle):
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+for axes in (left, middle, right):
+    axes.axhline(unigram, color="grey", linestyle="--", label="unigram")
+    axes.legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(Path(__file__).with_name("curves.png"), dpi=110)
+fig.savefig(here / "curves.png", dpi=110)
