@@ -11,7 +11,7 @@ from dualsparse.sweeps.spec import load_spec, parse_spec, study_names
 
 
 def group(name: str = "egru", **keys) -> dict:
-    return {"name": name, "preset": "cpu-small-egru", "seeds": [1], **keys}
+    return {"name": name, "preset": "cpu-fast-egru", "seeds": [1], **keys}
 
 
 def spec_dict(*groups: dict, **top) -> dict:
@@ -110,7 +110,7 @@ BAD_SPECS = [
     (spec_dict(group(), grops=[]), "unknown key(s) ['grops']"),
     (spec_dict(group(seed=[1])), "groups[0]: unknown key(s) ['seed']"),
     (spec_dict(group(seeds=[])), "groups[0]: seeds is empty"),
-    (spec_dict({"name": "egru", "preset": "cpu-small-egru"}), "seeds is missing"),
+    (spec_dict({"name": "egru", "preset": "cpu-fast-egru"}), "seeds is missing"),
     (spec_dict(group(sparsity=[0.5, 1.0])), "sparsity targets must be in [0, 1)"),
     (spec_dict(group(preset="tiny")), "unknown preset 'tiny'"),
     (spec_dict(group(prune={"chained": True})), "prune: unknown key(s) ['chained']"),
