@@ -190,7 +190,7 @@ try:
     from matplotlib.ticker import MaxNLocator
 except ImportError:
     sys.exit(0)
-fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 5))
 for name in small:
     for r in by_setting[name]:
         if len(r["curve"]) > 1:
@@ -198,10 +198,15 @@ for name in small:
                 range(1, len(r["curve"]) + 1), r["curve"], marker="o", label=f"{name} s{r['seed']}"
             )
 left.set(xlabel="epoch", ylabel="validation perplexity", title="small EGRU, 3 epochs")
-for name in item5:
-    for r in by_setting[name]:
+colours = plt.get_cmap("tab20").colors
+for index, name in enumerate(item5):  # one colour per setting, a line per seed
+    for k, r in enumerate(by_setting[name]):
         middle.plot(
-            range(1, len(r["curve"]) + 1), r["curve"], marker="o", label=f"{name} s{r['seed']}"
+            range(1, len(r["curve"]) + 1),
+            r["curve"],
+            marker="o",
+            color=colours[index % len(colours)],
+            label=f"{name} ({len(by_setting[name])} seeds)" if k == 0 else None,
         )
 middle.set(xlabel="epoch", ylabel="validation perplexity", title="cpu-small-egru variants (item 5)")
 for name in paper:
@@ -213,6 +218,6 @@ for axes in (left, middle):
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 for axes in (left, middle, right):
     axes.axhline(unigram, color="grey", linestyle="--", label="unigram")
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=6 if axes is middle else 7, ncol=2 if axes is middle else 1)
 fig.tight_layout()
 fig.savefig(here / "curves.png", dpi=110)

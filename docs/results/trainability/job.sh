@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One study job: NAME SEED [overrides...]; resumable; markers in runs/NAME-sSEED/.
 set -u
+BROWN=${BROWN:-/work/shared/data/brown}  # the corpus (PTB format)
 cd /work/runs/trainability
 export PYTHONPATH=/work/runs/study-code/src OMP_NUM_THREADS=1
 name=$1; seed=$2; shift 2
@@ -18,11 +19,11 @@ if [[ $name == cs-* ]]; then
       nice -n 19 python -m dualsparse train --resume "$run" --no-progress >> "$log" 2>&1 || exit 1
     else
       rm -rf "$run"
-      nice -n 19 python -m dualsparse train --preset cpu-small-egru --data /work/shared/data/brown --out "$run" --seed "$seed" --set train.epochs=2 --set train.threads=1 "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
+      nice -n 19 python -m dualsparse train --preset cpu-small-egru --data "$BROWN" --out "$run" --seed "$seed" --set train.epochs=2 --set train.threads=1 "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
     fi
     touch "$run/.study-trained"
   fi
-  nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data /work/shared/data/brown > "$run/activity-valid.json" 2>> "$log" || exit 1
+  nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data "$BROWN" > "$run/activity-valid.json" 2>> "$log" || exit 1
   touch "$run/.study-done"; exit 0
 fi
 if [[ $name == paper-* ]]; then
@@ -36,13 +37,13 @@ if [[ $name == paper-* ]]; then
       nice -n -2 python -m dualsparse train --resume "$run" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
     else
       rm -rf "$run"
-      nice -n -2 python -m dualsparse train --preset "$name" --data /work/shared/data/brown --out "$run" --seed "$seed" --set train.threads=1 "${sets[@]}" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
+      nice -n -2 python -m dualsparse train --preset "$name" --data "$BROWN" --out "$run" --seed "$seed" --set train.threads=1 "${sets[@]}" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
     fi
     date -u +%FT%TZ >> "$run.meta/chunks"
   done
   touch "$run/.study-trained"
   if [[ $name == *-egru ]]; then
-    nice -n -2 python -m dualsparse activity "$run" --split valid --no-plots --json --data /work/shared/data/brown > "$run/activity-valid.json" 2>> "$log" || exit 1
+    nice -n -2 python -m dualsparse activity "$run" --split valid --no-plots --json --data "$BROWN" > "$run/activity-valid.json" 2>> "$log" || exit 1
   fi
   touch "$run/.study-done"; exit 0
 fi
@@ -52,9 +53,9 @@ if [ ! -e "$run/.study-trained" ]; then
     nice -n 19 python -m dualsparse train --resume "$run" --no-progress >> "$log" 2>&1 || exit 1
   else
     rm -rf "$run"
-    nice -n 19 python -m dualsparse train --config base.yaml --data /work/shared/data/brown --out "$run" --seed "$seed" "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
+    nice -n 19 python -m dualsparse train --config base.yaml --data "$BROWN" --out "$run" --seed "$seed" "${sets[@]}" --no-progress >> "$log" 2>&1 || exit 1
   fi
   touch "$run/.study-trained"
 fi
-nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data /work/shared/data/brown > "$run/activity-valid.json" 2>> "$log" || exit 1
+nice -n 19 python -m dualsparse activity "$run" --split valid --no-plots --json --data "$BROWN" > "$run/activity-valid.json" 2>> "$log" || exit 1
 touch "$run/.study-done"
