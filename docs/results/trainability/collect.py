@@ -52,8 +52,9 @@ def from_folder(run):
     kind = (
         "paper" if setting.startswith("paper-") else "cs" if setting.startswith("cs-") else "small"
     )
-    recs = validations(run) if kind == "paper" else []
-    if kind != "paper":
+    if kind == "paper":  # validations inside epochs too: each budget chunk ends with one
+        recs = validations(run)
+    else:
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         recs = [e for e in lines if e.get("event") == "epoch"]
     record = {
