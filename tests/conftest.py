@@ -128,6 +128,15 @@ def write_run_config(path: Path, model: dict | None = None, **train_overrides) -
     return path
 
 
+def resume_run(run_dir: Path, corpus, overrides=(), **kwargs):
+    """What `dualsparse train --resume RUN --set ...` does, on the corpus given."""
+    from dualsparse.runs import open_for_resume
+    from dualsparse.training.loop import train
+
+    point = open_for_resume(run_dir, overrides)
+    return train(point.config, corpus, run_dir, resume=True, progress=False, **kwargs)
+
+
 @pytest.fixture
 def tiny_config_file(tmp_path: Path) -> Path:
     return write_run_config(tmp_path / "tiny.yaml")

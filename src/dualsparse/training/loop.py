@@ -35,8 +35,13 @@ from dualsparse.sparsity.masks import apply_masks
 from dualsparse.training import checkpoint as ckpt
 from dualsparse.training import distributed
 from dualsparse.training.guards import check_new_run_dir, run_lock, stop_on_signals
-from dualsparse.training.metrics import append_metrics, keep_metrics_until
+from dualsparse.training.metrics import append_metrics
 from dualsparse.training.optim import lr_at, make_optimizer, set_lr
+from dualsparse.training.trainer_state import (
+    restore_trainer_state,
+    save_trainer_state,
+    window_position,
+)
 
 
 @dataclass
@@ -116,107 +121,16 @@ class Trainer:
     # ---------------------------------------------------------------- persistence
     def save(self, pointers=("latest",)) -> None:
         """Called on every rank: the carried state of all columns is gathered for rank 0."""
-        tensors = {"rng.torch": torch.get_rng_state(), "rng.batches": self.batch_rng.get_state()}
-        if self.epoch_rng_state is not None:
-            tensors["rng.batches_epoch_start"] = self.epoch_rng_state
-        if self.hidden is not None:
-            for i, layer_state in enumerate(self.hidden):
-                for k, tensor in enumerate(layer_state):
-                    tensors[f"hidden.{i}.{k}"] = distributed.gather_columns(tensor)
-        if not self.is_main:
-            return
-        opt_tensors, groups = ckpt.flatten_optimizer(self.optimizer.state_dict())
-        tensors.update(opt_tensors)
-        state = {
-            **self.state,
-            "config": self.cfg.to_dict(),
-            "optimizer_groups": groups,
-            "vocab_size": len(self.corpus.vocab),
-            "corpus": self.corpus.name,
-        }
-        ckpt.save_checkpoint(
-            self.run_dir,
-            self.model,
-            self.corpus.vocab,
-            state,
-            tensors,
-            pointers=pointers,
-            masks=self.masks,
-        )
+        save_trainer_state(self, pointers)
 
     def restore(self) -> None:
-        path = ckpt.checkpoint_dir(self.run_dir, "latest")
-        state = ckpt.read_state(path)
-        if state.get("window"):  # stopped mid-epoch: the rest of it needs the same windows
-            saved = (state.get("config") or {}).get("train") or {}
-            changed = [
-                k
-                for k in ("batch_size", "bptt", "variable_bptt")
-                if k in saved and saved[k] != getattr(self.cfg.train, k)
-            ]
-            if changed:
-                raise DualsparseError(
-                    f"{path} stopped in the middle of an epoch, which can only be finished with "
-                    f"the same {', '.join(f'train.{k}={saved[k]}' for k in changed)}; resume "
-                    "without changing it (change it at an epoch boundary, or start a new run)"
-                )
-        saved_vocab = type(self.corpus.vocab).load(path / "vocab.json")
-        if saved_vocab != self.corpus.vocab:
-            raise DualsparseError(
-                f"{path} was trained with a different vocabulary than the data given now; "
-                "resume with the same --data/--dataset as the original run"
-            )
-        ckpt.load_model_weights(self.model, path / "model.safetensors")
-        self.masks = ckpt.load_masks(path, self.model)
-        apply_masks(self.model, self.masks)
-        tensors = ckpt.read_tensors(path / "training.safetensors")
-        try:
-            self.optimizer.load_state_dict(
-                ckpt.unflatten_optimizer(tensors, state["optimizer_groups"])
-            )
-            torch.set_rng_state(tensors["rng.torch"])
-            self.batch_rng.set_state(tensors["rng.batches"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise DualsparseError(
-                f"{path} has an incompatible training state ({str(exc).splitlines()[0]}); "
-                "resume needs the checkpoint of this same configuration"
-            ) from None
-        self.epoch_rng_state = tensors.get("rng.batches_epoch_start")
-        if "hidden.0.0" in tensors:  # stopped mid-epoch: the carried state, per layer
-            per_layer = [len(layer_state) for layer_state in self.model.init_state(1)]
-            try:
-                self.hidden = [
-                    tuple(self._own_columns(tensors[f"hidden.{i}.{k}"]) for k in range(n))
-                    for i, n in enumerate(per_layer)
-                ]
-            except KeyError as exc:
-                raise DualsparseError(
-                    f"{path} lacks the carried hidden state {exc}; the checkpoint is damaged"
-                ) from None
-        for key in self.state:
-            if key in state:
-                self.state[key] = state[key]
-        if self.is_main:  # records a killed process wrote after this checkpoint would repeat
-            keep_metrics_until(self.run_dir, self._checkpoint_position())
+        restore_trainer_state(self)
 
-    def _epoch_windows(self, generator: torch.Generator) -> list[tuple[int, int]]:
+    def epoch_windows(self, generator: torch.Generator) -> list[tuple[int, int]]:
         t = self.cfg.train
         return bptt_windows(
             self.train_data.shape[0], t.bptt, variable=t.variable_bptt, generator=generator
         )
-
-    def _checkpoint_position(self) -> float:
-        """Where the restored state stands: epochs done, plus the fraction of the current
-        epoch's windows when it stopped mid-epoch (the ``epoch`` of its metrics record)."""
-        if not self.state["window"] or self.epoch_rng_state is None:
-            return self.state["epoch"]
-        generator = torch.Generator()
-        generator.set_state(self.epoch_rng_state)
-        return _position(self.state, len(self._epoch_windows(generator)))
-
-    def _own_columns(self, state: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of a carried state saved for the whole batch."""
-        return distributed.column_shard(state, self.rank, self.world_size, dim=0).to(self.device)
 
     def log(self, record: dict) -> None:
         if self.is_main:
@@ -249,7 +163,7 @@ class Trainer:
                 # only epoch-end validations move "best" and count toward early stopping, so
                 # an interrupted and resumed run takes the same decisions as an unbroken one
                 improved = outcome == "epoch" and self._record_validation(valid_loss)
-                position = _position(self.state, self._n_windows)
+                position = window_position(self.state, self._n_windows)
                 if outcome == "epoch":
                     self.state.update(epoch=self.state["epoch"] + 1, window=0)
                     self.hidden, self.epoch_rng_state = None, None
@@ -328,7 +242,7 @@ class Trainer:
         else:  # resuming mid-epoch: redraw the same windows from the epoch's start state
             generator = torch.Generator()
             generator.set_state(self.epoch_rng_state)
-        windows = self._epoch_windows(generator)
+        windows = self.epoch_windows(generator)
         self._n_windows = len(windows)
         columns = self.train_data.shape[1]  # this rank's share of batch_size
         hidden = self.hidden if self.hidden is not None else model.init_state(columns)
@@ -412,13 +326,6 @@ class Trainer:
         late = deadline is not None and time.monotonic() + reserve > deadline
         signalled, late = distributed.sum_over_ranks([signalled, late], self.device)
         return "interrupted" if signalled else "time-budget" if late else None
-
-
-def _position(state: dict[str, Any], n_windows: int) -> float:
-    """Epochs done plus the fraction of the epoch's windows done (a metrics record's
-    ``epoch``); computed the same way when the record is written and when a resume cuts
-    the metrics back to its checkpoint."""
-    return state["epoch"] + state["window"] / max(n_windows, 1)
 
 
 def train(
