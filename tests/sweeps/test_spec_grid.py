@@ -141,13 +141,18 @@ def test_figures_are_kept_or_refused():
 
 def test_findings_study_expands_as_designed():
     spec = load_spec("cpu-brown-findings")
-    assert (spec.threads, spec.jobs, len(spec.job_list)) == (1, 2, 16)
+    assert (spec.threads, spec.jobs, len(spec.job_list)) == (1, 2, 19)
     assert spec.figures == FIGURES
     names = {job.name for job in spec.job_list}
     assert all(job.source in names for job in spec.job_list if job.source)
     dense = [job for job in spec.job_list if job.kind == "train"]
     egru_decays = {(job.weight_decay, job.bias_decay) for job in dense if job.model == "egru"}
     assert egru_decays == {(0.01, 0), (0.03, 0), (0.1, 0), (0.3, 0), (0.1, 0.1)}
+    two_seeds = {
+        (job.weight_decay, job.bias_decay) for job in dense if job.model == "egru" and job.seed == 2
+    }
+    assert two_seeds == {(0.01, 0), (0.3, 0)}  # the knob's ends carry the spread
+    assert {job.prune["finetune_epochs"] for job in spec.job_list if job.kind == "prune"} == {2}
     pruned = {
         (job.model, job.sparsity, job.prune["steps"])
         for job in spec.job_list
@@ -155,7 +160,7 @@ def test_findings_study_expands_as_designed():
     }
     fig3 = {("egru", t, k) for t in (0.8, 0.9) for k in (1, 2, 4)}
     fig1 = {("egru", t, 1) for t in (0.4, 0.6)}
-    assert pruned == fig3 | fig1 | {("lstm", 0.8, 1), ("lstm", 0.9, 1)}
+    assert pruned == fig3 | fig1 | {("lstm", t, 1) for t in (0.7, 0.8, 0.9)}
 
 
 def test_a_real_two_step_prune_at_its_own_rate(tmp_path):
