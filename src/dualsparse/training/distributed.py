@@ -27,6 +27,9 @@ from torch import nn
 
 from dualsparse.errors import DualsparseError
 
+# set once this process has joined a torchrun job (the CLI's exit reads it)
+JOINED_A_JOB = False
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -67,6 +70,8 @@ def process_group(device: str) -> Iterator[None]:
         dist.init_process_group("nccl", device_id=torch.device("cuda", launch.local_rank))
     else:
         dist.init_process_group("gloo")
+    global JOINED_A_JOB
+    JOINED_A_JOB = True
     try:
         yield
         dist.barrier()  # leave together: rank 0 may still be writing its last checkpoint
