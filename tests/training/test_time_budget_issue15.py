@@ -34,21 +34,23 @@ def test_the_reserve_is_measured_and_scales_with_the_validation_split(tmp_path):
     large_s = min(large.estimate_validation_seconds() for _ in range(3))
     assert torch.equal(torch.get_rng_state(), rng) and large.model.training == training
     assert small_s > 0
-    # the same two windows timed in both, scaled by the split's length (16x): a factor 4
-    # either way is left for the noise of the timings
+    # the same windows timed in both (the small split whole, as it takes under the half
+    # second a probe is grown to), scaled by the split's length (16x): a factor 4 either
+    # way is left for the noise of the timings
     assert 4 < large_s / small_s < 64
 
 
 def test_a_budget_stops_training_early_by_the_estimate_before_the_first_validation(
     tmp_path, monkeypatch
 ):
-    """One epoch would far outlast the budget, and validating takes about half of it.
+    """One epoch would far outlast the budget, and validating takes a quarter of it
+    (the estimate at the start, half a second of validation or more, comes out of it too).
     Training must stop by the estimate before the deadline, with a checkpoint; it stopped
     at the deadline itself, the first validation coming on top. Timed through the real
     functions (wrapped, not replaced): the estimate's value, the closing validation's start."""
-    corpus, cfg = corpus_of(tmp_path / "c", 300, 60), tiny_run_config()
+    corpus, cfg = corpus_of(tmp_path / "c", 3000, 600), tiny_run_config()
     model = Trainer(cfg, corpus, tmp_path / "timing").model  # the run's initial weights
-    budget_s = 2 * min(time_of(lambda: evaluate(model, corpus.valid, 2, 8)) for _ in range(2))
+    budget_s = 4 * min(time_of(lambda: evaluate(model, corpus.valid, 2, 8)) for _ in range(2))
     estimates, validations_started = [], []
     estimate, validate = Trainer.estimate_validation_seconds, loop.evaluate
 
@@ -82,11 +84,17 @@ def test_a_budget_stops_training_early_by_the_estimate_before_the_first_validati
     # (and no window started that would end past the budget: the last window's time is
     # kept too, so the stop may come up to that much earlier)
     window_s = windows_at_stop[-1]
-    assert budget_s - reserve_s - window_s < stopped_after < budget_s - reserve_s / 2, (
-        budget_s,
-        reserve_s,
-        stopped_after,
-    )
+    if reserve_s >= budget_s:
+        # the estimate is one timing of two windows scaled to the split: on a busy machine
+        # (CI saw 0.69 s against a 0.22 s budget) it can fill the budget alone, and then
+        # the first window must be the last
+        assert state["window"] == 1, (budget_s, reserve_s, state["window"])
+    else:
+        assert budget_s - reserve_s - window_s < stopped_after < budget_s - reserve_s / 2, (
+            budget_s,
+            reserve_s,
+            stopped_after,
+        )
     # training and the closing validation: the budget, up to the error of the estimate
     assert summary.elapsed_seconds < budget_s + reserve_s
 
