@@ -30,7 +30,8 @@ def register(sub) -> None:
         "validation end within M minutes (no window is started that would end past that, by "
         "the last window's time); the validation's time is the last validation's, or "
         "before the first one a few validation windows (half a second of them at least) "
-        "timed at the start and scaled to the split (an estimate: a machine that slows down can overrun by the difference). Not "
+        "timed at the start and scaled to the split (an estimate: a machine that slows down "
+        "can overrun by the difference). Not "
         "counted: start-up, data loading and the final checkpoint's write",
     )
     p.add_argument("--seed", type=int, help="override train.seed")
