@@ -68,6 +68,7 @@ def from_folder(run):
     if kind == "paper":
         record["minutes"] = [r["elapsed_seconds"] / 60 for r in recs]
         record["epochs"] = [r["epoch"] for r in recs]
+        record["tokens_per_s"] = [r.get("tokens_per_s") for r in recs]
     act = run / "activity-valid.json"
     if act.exists():
         layers = json.loads(act.read_text())["layers"]
@@ -124,6 +125,12 @@ def mean_layers(lists):
     return [statistics.mean(column) for column in zip(*lists, strict=True)]
 
 
+def rate(rec):
+    """The range of the training throughput over a run's chunks (tokens/s)."""
+    values = [v for v in rec.get("tokens_per_s") or [] if v]
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "-"
+
+
 def curve(rec):
     return " → ".join(f"{p:.1f}" for p in rec["curve"])
 
@@ -167,9 +174,12 @@ if any(len(by_setting[s]) > 1 for s in item5):
     print("\nItem 5 per setting (2 epochs):\n")
     summary(item5)
 
-print("\nPaper-size presets on Brown, in chunks of 8.33 minutes (a validation closes each):\n")
-print("| preset | seed | epochs trained | minutes | valid ppl per chunk | / unigram | activity |")
-print("|---|---|---|---|---|---|---|")
+print("\nPaper-size presets on Brown, in chunks (a validation closes each, and each epoch):\n")
+print(
+    "| preset | seed | epochs trained | minutes | valid ppl per validation | / unigram "
+    "| tokens/s | activity | never active |"
+)
+print("|---|---|---|---|---|---|---|---|---|")
 for name in paper:
     for r in by_setting[name]:
         cells = [
@@ -179,7 +189,9 @@ for name in paper:
             " / ".join(f"{m:.1f}" for m in r["minutes"]),
             curve(r),
             f"{r['valid_ppl'] / unigram:.3f}",
+            rate(r),
             fmt(r["activity"]) if "activity" in r else "-",
+            fmt(r["never_active"]) if "never_active" in r else "-",
         ]
         print("| " + " | ".join(cells) + " |")
 

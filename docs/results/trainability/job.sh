@@ -27,22 +27,26 @@ if [[ $name == cs-* ]]; then
   touch "$run/.study-done"; exit 0
 fi
 if [[ $name == paper-* ]]; then
-  # Item 4 (at nice -2: ahead of other work on the machine, which would starve a wall-clock budget): a shipped paper-size preset as it stands at study-code-head, 25 minutes in three
-  # chunks of 8.33 minutes, each bounding its own closing validation; metrics.jsonl holds a learning curve.
-  export PYTHONPATH=/work/runs/study-code-head/src
-  mkdir -p "$run.meta"; (cd /work/runs/study-code-head && git rev-parse HEAD) >> "$run.meta/commits"
+  # Item 4 (at nice -2: ahead of other work on the machine, which would starve a wall-clock budget): a shipped
+  # paper-size preset (NAME = preset, or preset+label for a second budget of it) as it stands in the clone
+  # PAPER_CODE, in CHUNKS chunks of CHUNK_MIN minutes, each bounding its own closing validation;
+  # metrics.jsonl holds a learning curve. The first runs: 2fdda6c, 3 (then 6) chunks of 8.333 minutes.
+  code=${PAPER_CODE:-/work/runs/study-code-head}
+  export PYTHONPATH=$code/src
+  preset=${name%%+*}
+  mkdir -p "$run.meta"; (cd "$code" && git rev-parse HEAD) >> "$run.meta/commits"
   touch "$run.meta/chunks"
   while [ "$(wc -l < "$run.meta/chunks")" -lt ${CHUNKS:-3} ]; do
     if [ -d "$run/checkpoints" ]; then
-      nice -n -2 python -m dualsparse train --resume "$run" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
+      nice -n -2 python -m dualsparse train --resume "$run" --max-minutes ${CHUNK_MIN:-8.333} --no-progress >> "$log" 2>&1 || exit 1
     else
       rm -rf "$run"
-      nice -n -2 python -m dualsparse train --preset "$name" --data "$BROWN" --out "$run" --seed "$seed" --set train.threads=1 "${sets[@]}" --max-minutes 8.333 --no-progress >> "$log" 2>&1 || exit 1
+      nice -n -2 python -m dualsparse train --preset "$preset" --data "$BROWN" --out "$run" --seed "$seed" --set train.threads=1 "${sets[@]}" --max-minutes ${CHUNK_MIN:-8.333} --no-progress >> "$log" 2>&1 || exit 1
     fi
     date -u +%FT%TZ >> "$run.meta/chunks"
   done
   touch "$run/.study-trained"
-  if [[ $name == *-egru ]]; then
+  if [[ $preset == *-egru ]]; then
     nice -n -2 python -m dualsparse activity "$run" --split valid --no-plots --json --data "$BROWN" > "$run/activity-valid.json" 2>> "$log" || exit 1
   fi
   touch "$run/.study-done"; exit 0
