@@ -174,6 +174,47 @@ def test_activity_against_weight_sparsity(at_80, verdict):
     )
 
 
+def test_one_target_pruned_in_several_ways_is_not_averaged_as_seeds():
+    """The 80% runs in 1 and in 2 steps are two settings, each against its dense run; the
+    cpu-brown-findings report once printed their mean as one '80%' entry."""
+    records = [
+        result("dense", activity=0.2),
+        result("p40", target=0.4, activity=0.21, prune_steps=1, chained=False),
+        result("p80", target=0.8, activity=0.22, prune_steps=1, chained=False),
+        result("p80-k2", target=0.8, activity=0.2, prune_steps=2, chained=False),
+    ]
+    found = fnd.activity_flat(records)
+    assert found.measured == (
+        "relative activity change from dense: 40% +5.0%, 80% in 1 step +10.0%, "
+        "80% in 2 steps +0.0%"
+    )
+    assert found.verdict == REPRODUCES  # the worst, +10.0%, is within the 10% rule
+
+
+def test_the_table_keeps_ways_of_pruning_apart():
+    from dualsparse.reports.tables import cells, main_table
+
+    records = [
+        result("dense", ppl=200.0),
+        result("p80", target=0.8, ppl=190.0, prune_steps=1, chained=False),
+        result("p80-k2", target=0.8, ppl=180.0, prune_steps=2, chained=False),
+        result("p80-c", target=0.8, ppl=170.0, prune_steps=1, chained=True, finetune_lr=0.001),
+    ]
+    for r in records:
+        r["valid"]["perplexity"] = r["test"]["perplexity"]
+        r["activity"]["layers"] = [r["activity"]["overall"]]
+    found = {c.pruning: [x["name"] for x in c.records] for c in cells(records)}
+    assert found == {
+        "—": ["dense"],
+        "1 step, from dense": ["p80"],
+        "2 steps, from dense": ["p80-k2"],
+        "1 step, chained, lr 0.001": ["p80-c"],
+    }
+    rows = {row[4]: row for row in main_table(cells(records))}
+    assert rows["2 steps, from dense"][6] == "1"  # seeds: one run, not three
+    assert rows["2 steps, from dense"][-1] == "180.00 ± 0.00"
+
+
 # ---------------------------------------------------------------- equal MACs
 
 

@@ -18,10 +18,23 @@ COLORS = {"egru": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 
 
 def _series(all_cells: list[Cell]) -> dict[tuple, list[Cell]]:
-    """Cells grouped by (model, weight decay, bias decay), in order of target sparsity."""
+    """Cells grouped by (model, weight decay, bias decay, way of pruning), each way's
+    series starting at the dense cell of its decays, in order of target sparsity. A
+    sweep that prunes in one way has one series per decays, as before."""
     out: dict[tuple, list[Cell]] = {}
+    dense: dict[tuple, Cell] = {}
     for c in all_cells:
-        out.setdefault((c.model, c.weight_decay, c.bias_decay), []).append(c)
+        decays = (c.model, c.weight_decay, c.bias_decay)
+        if c.target == 0:
+            dense[decays] = c
+        else:
+            out.setdefault((*decays, c.pruning), []).append(c)
+    for decays, c in dense.items():
+        ways = [k for k in out if k[:3] == decays]
+        for k in ways:
+            out[k].append(c)
+        if not ways:
+            out[(*decays, c.pruning)] = [c]
     return {k: sorted(v, key=lambda c: c.target) for k, v in out.items()}
 
 
@@ -32,7 +45,9 @@ def figure1(all_cells: list[Cell], paper: list[PaperRow], stem: Path) -> dict[st
         return None
     fig, axes = new_figure(2 if paper else 1)
     ax = axes[0]
-    for (model, wd, bd), series in _series(all_cells).items():
+    all_series = _series(all_cells)
+    ways = {k[3] for k in all_series if k[3] != "—"}
+    for (model, wd, bd, way), series in all_series.items():
         x = [reduction(c, ref) for c in series]
         y = [c.mean("test.perplexity") for c in series]
         err = [c.std("test.perplexity") for c in series]
@@ -45,7 +60,9 @@ def figure1(all_cells: list[Cell], paper: list[PaperRow], stem: Path) -> dict[st
             color=COLORS.get(model),
             alpha=1.0 if len(series) > 1 else 0.5,
             capsize=3,
-            label=f"{model.upper()} wd {wd:g}" + (f" bd {bd:g}" if bd else ""),
+            label=f"{model.upper()} wd {wd:g}"
+            + (f" bd {bd:g}" if bd else "")
+            + (f" ({way})" if len(ways) > 1 and way != "—" else ""),
         )
         if len(series) > 1:
             for c, xi, yi in zip(series, x, y, strict=True):

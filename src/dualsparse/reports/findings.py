@@ -233,26 +233,42 @@ def activity_flat(records: list[rec.Record]) -> Finding:
     if not pairs:
         why = f"no EGRU pruned to ≤ {MODERATE_SPARSITY:.0%} with its dense run"
         return Finding(claim, "—", CANNOT_TELL, why, [])
-    by_target = _cells(pairs, lambda p: rec.target(p[0]))
+    # one entry per target and way of pruning: "80%", or "80% in 2 steps" where a sweep
+    # prunes to one target in several ways (their runs are not seeds of one setting)
+    by_way = _cells(pairs, lambda p: rec.pruning(p[0]))
+    several = {t for t, *_ in by_way if sum(1 for k in by_way if k[0] == t) > 1}
     changes = {
-        t: rec.mean_std([(rec.activity(r) - rec.activity(d)) / rec.activity(d) for r, d in m])[0]
-        for t, m in by_target.items()
+        _way_label(way, way[0] in several): rec.mean_std(
+            [(rec.activity(r) - rec.activity(d)) / rec.activity(d) for r, d in m]
+        )[0]
+        for way, m in by_way.items()
     }
     worst = max(changes, key=lambda t: abs(changes[t]))
     dense_cells = list(_cells([d for _, d in pairs], lambda r: r["weight_decay"]).values())
     dense_mean = _mean([d for _, d in pairs], rec.activity)
     noise = _noise(dense_cells, rec.activity) / max(dense_mean, 1e-12)
     measured = "relative activity change from dense: " + ", ".join(
-        f"{t:.0%} {c:+.1%}" for t, c in changes.items()
+        f"{t} {c:+.1%}" for t, c in changes.items()
     )
     names = [rec.name(x) for p in pairs for x in p]
     if abs(changes[worst]) <= FLAT_ACTIVITY:
         return Finding(claim, measured, REPRODUCES, f"all within {FLAT_ACTIVITY:.0%}", names)
     if abs(changes[worst]) > max(CHANGED_ACTIVITY, noise):
-        why = f"{changes[worst]:+.0%} at {worst:.0%}"
+        why = f"{changes[worst]:+.0%} at {worst}"
         return Finding(claim, measured, CONTRADICTS, why, names)
     why = f"change between {FLAT_ACTIVITY:.0%} and {CHANGED_ACTIVITY:.0%} or within the spread"
     return Finding(claim, measured, CANNOT_TELL, why, names)
+
+
+def _way_label(way: tuple, in_full: bool) -> str:
+    """ "80%", or with the way of pruning where one target was pruned in several ways:
+    "80% in 2 steps", "80% in 1 step, chained, lr 0.001"."""
+    target, steps, lr, chained = way
+    if not in_full:
+        return f"{target:.0%}"
+    label = f"{target:.0%} in {steps} step{'s' if steps != 1 else ''}"
+    label += ", chained" if chained else ""
+    return label if lr is None else f"{label}, lr {lr:g}"
 
 
 def equal_macs(records: list[rec.Record]) -> Finding:

@@ -1,5 +1,6 @@
 """Sweep results → the paper's table layout: one cell per model, weight decay, bias
-decay and sparsity target, with statistics over seeds."""
+decay, sparsity target and way of pruning (steps, fine-tuning rate, chained), with
+statistics over seeds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from dualsparse.engine.bench_table import AWD_LSTM_RUNS, fastest_running, same_size_runs
 from dualsparse.errors import DualsparseError
 from dualsparse.fileio import read_json
+from dualsparse.reports import records as rec
 from dualsparse.reports.paper import PaperRow
 
 
@@ -22,11 +24,12 @@ class Cell:
     weight_decay: float
     bias_decay: float
     target: float
+    pruning: str = "—"  # how it was pruned (pruning_label); "—" for a dense cell
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple:
-        return (self.model, self.weight_decay, self.bias_decay, self.target)
+        return (self.model, self.weight_decay, self.bias_decay, self.target, self.pruning)
 
     def values(self, path: str) -> list[float]:
         out = []
@@ -84,11 +87,29 @@ def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def pruning_label(record: dict[str, Any]) -> str:
+    """How a run was pruned, as the tables print it: "—" (dense), "1 step, chained",
+    "4 steps, from dense, lr 0.001" (lr only when the spec gave one)."""
+    target, steps, lr, chained = rec.pruning(record)
+    if target == 0:
+        return "—"
+    label = f"{steps} step{'s' if steps != 1 else ''}, {'chained' if chained else 'from dense'}"
+    return label if lr is None else f"{label}, lr {lr:g}"
+
+
 def cells(records: list[dict[str, Any]]) -> list[Cell]:
-    """Grid points in table order: model (EGRU first, as in the paper), decays, target."""
+    """Grid points in table order: model (EGRU first, as in the paper), decays, target,
+    way of pruning. Runs pruned to one target in different ways (a grid over the number
+    of steps, say) are different cells, never seeds of one."""
     by_key: dict[tuple, Cell] = {}
     for r in records:
-        key = (r["model"], r["weight_decay"], r["bias_decay"], r.get("target_sparsity", 0.0))
+        key = (
+            r["model"],
+            r["weight_decay"],
+            r["bias_decay"],
+            r.get("target_sparsity", 0.0),
+            pruning_label(r),
+        )
         by_key.setdefault(key, Cell(*key)).records.append(r)
     order = {"egru": 0, "gru": 1, "lstm": 2}
     return sorted(by_key.values(), key=lambda c: (order.get(c.model, 9), *c.key[1:]))
@@ -117,6 +138,7 @@ MAIN_COLUMNS = [
     "weight decay",
     "bias decay",
     "target sparsity",
+    "pruning",
     "weight sparsity",
     "seeds",
     "activity (valid)",
@@ -141,6 +163,7 @@ def main_table(all_cells: list[Cell]) -> list[list[str]]:
                 f"{c.weight_decay:g}",
                 f"{c.bias_decay:g}",
                 f"{c.target:.2f}",
+                c.pruning,
                 f"{c.mean('weight_sparsity'):.3f}",
                 str(len(c.records)),
                 " / ".join(f"{a:.3f}" for a in c.layer_activity()),
@@ -186,6 +209,7 @@ INDEPENDENCE_COLUMNS = [
     "model",
     "weight decay",
     "target sparsity",
+    "pruning",
     "exact RNN MACs (M)",
     "λa·λw estimate (M)",
     "exact / estimate",
@@ -204,6 +228,7 @@ def independence_table(all_cells: list[Cell]) -> list[list[str]]:
                 c.model.upper(),
                 f"{c.weight_decay:g}",
                 f"{c.target:.2f}",
+                c.pruning,
                 f"{exact / 1e6:.4f}",
                 f"{estimate / 1e6:.4f}",
                 f"{exact / estimate:.3f}" if estimate else "—",
