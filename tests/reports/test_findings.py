@@ -185,7 +185,8 @@ def test_one_target_pruned_in_several_ways_is_not_averaged_as_seeds():
     ]
     found = fnd.activity_flat(records)
     assert found.measured == (
-        "relative activity change from dense: 40% +5.0%, 80% in 1 step +10.0%, 80% in 2 steps +0.0%"
+        "relative activity change from dense: 40% +5.0%, 80% (1 step, from dense) +10.0%, "
+        "80% (2 steps, from dense) +0.0%"
     )
     assert found.verdict == REPRODUCES  # the worst, +10.0%, is within the 10% rule
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -233,12 +234,18 @@ def activity_flat(records: list[rec.Record]) -> Finding:
     if not pairs:
         why = f"no EGRU pruned to ≤ {MODERATE_SPARSITY:.0%} with its dense run"
         return Finding(claim, "—", CANNOT_TELL, why, [])
-    # one entry per target and way of pruning: "80%", or "80% in 2 steps" where a sweep
-    # prunes to one target in several ways (their runs are not seeds of one setting)
+    # one entry per target and way of pruning: "80%", or "80% (2 steps, from dense)" where
+    # a sweep prunes to one target in several ways (their runs are not seeds of one setting)
     by_way = _cells(pairs, lambda p: rec.pruning(p[0]))
-    several = {t for t, *_ in by_way if sum(1 for k in by_way if k[0] == t) > 1}
+    ways_per_target = Counter(way[0] for way in by_way)
+
+    def label(way: tuple, runs: list) -> str:
+        if ways_per_target[way[0]] == 1:
+            return f"{way[0]:.0%}"
+        return f"{way[0]:.0%} ({rec.pruning_label(runs[0][0])})"
+
     changes = {
-        _way_label(way, way[0] in several): rec.mean_std(
+        label(way, m): rec.mean_std(
             [(rec.activity(r) - rec.activity(d)) / rec.activity(d) for r, d in m]
         )[0]
         for way, m in by_way.items()
@@ -258,17 +265,6 @@ def activity_flat(records: list[rec.Record]) -> Finding:
         return Finding(claim, measured, CONTRADICTS, why, names)
     why = f"change between {FLAT_ACTIVITY:.0%} and {CHANGED_ACTIVITY:.0%} or within the spread"
     return Finding(claim, measured, CANNOT_TELL, why, names)
-
-
-def _way_label(way: tuple, in_full: bool) -> str:
-    """ "80%", or with the way of pruning where one target was pruned in several ways:
-    "80% in 2 steps", "80% in 1 step, chained, lr 0.001"."""
-    target, steps, lr, chained = way
-    if not in_full:
-        return f"{target:.0%}"
-    label = f"{target:.0%} in {steps} step{'s' if steps != 1 else ''}"
-    label += ", chained" if chained else ""
-    return label if lr is None else f"{label}, lr {lr:g}"
 
 
 def equal_macs(records: list[rec.Record]) -> Finding:

@@ -68,6 +68,16 @@ def pruning(record: Record) -> tuple[float, int, float | None, bool]:
     return target(record), prune_steps(record), finetune_lr(record), chained(record)
 
 
+def pruning_label(record: Record) -> str:
+    """How a run was pruned, as the tables print it: "—" (dense), "1 step, chained",
+    "4 steps, from dense, lr 0.001" (lr only when the spec gave one)."""
+    target, steps, lr, chained = pruning(record)
+    if target == 0:
+        return "—"
+    label = f"{steps} step{'s' if steps != 1 else ''}, {'chained' if chained else 'from dense'}"
+    return label if lr is None else f"{label}, lr {lr:g}"
+
+
 def lr_label(lr: float | None) -> str:
     return "default" if lr is None else f"{lr:g}"
 

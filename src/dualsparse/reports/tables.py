@@ -24,7 +24,7 @@ class Cell:
     weight_decay: float
     bias_decay: float
     target: float
-    pruning: str = "—"  # how it was pruned (pruning_label); "—" for a dense cell
+    pruning: str = "—"  # how it was pruned (records.pruning_label); "—" for a dense cell
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -87,16 +87,6 @@ def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def pruning_label(record: dict[str, Any]) -> str:
-    """How a run was pruned, as the tables print it: "—" (dense), "1 step, chained",
-    "4 steps, from dense, lr 0.001" (lr only when the spec gave one)."""
-    target, steps, lr, chained = rec.pruning(record)
-    if target == 0:
-        return "—"
-    label = f"{steps} step{'s' if steps != 1 else ''}, {'chained' if chained else 'from dense'}"
-    return label if lr is None else f"{label}, lr {lr:g}"
-
-
 def cells(records: list[dict[str, Any]]) -> list[Cell]:
     """Grid points in table order: model (EGRU first, as in the paper), decays, target,
     way of pruning. Runs pruned to one target in different ways (a grid over the number
@@ -108,7 +98,7 @@ def cells(records: list[dict[str, Any]]) -> list[Cell]:
             r["weight_decay"],
             r["bias_decay"],
             r.get("target_sparsity", 0.0),
-            pruning_label(r),
+            rec.pruning_label(r),
         )
         by_key.setdefault(key, Cell(*key)).records.append(r)
     order = {"egru": 0, "gru": 1, "lstm": 2}
