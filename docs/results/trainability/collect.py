@@ -222,9 +222,17 @@ for index, name in enumerate(item5):  # one colour per setting, a line per seed
             label=f"{name} ({len(by_setting[name])} seeds)" if k == 0 else None,
         )
 middle.set(xlabel="epoch", ylabel="validation perplexity", title="cpu-small-egru variants (item 5)")
-for name in paper:
+styles = ("-", "--", ":")
+for index, name in enumerate(paper):  # one colour per setting, a line style per seed
     for r in by_setting[name]:
-        right.plot(r["minutes"], r["curve"], marker="o", label=f"{name} s{r['seed']}")
+        right.plot(
+            r["minutes"],
+            r["curve"],
+            marker="o",
+            color=colours[(2 * index) % len(colours)],
+            linestyle=styles[(r["seed"] - 1) % len(styles)],
+            label=f"{name} s{r['seed']}",
+        )
 right.set(xlabel="minutes of training", ylabel="validation perplexity", title="paper-size presets")
 right.set_yscale("log")
 for axes in (left, middle):
